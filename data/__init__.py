@@ -1,0 +1,1 @@
+"""Datasets by explicit ids: image folders, COCO with captions, the embedded worlds."""

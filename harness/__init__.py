@@ -1,0 +1,1 @@
+"""The loop: batching, seeding, frozen measurements, rows, resume, grids, loggers."""

@@ -1,0 +1,55 @@
+"""Command-line front door: unknown names and bad settings become one sentence and exit code 2."""
+from __future__ import annotations
+
+import os
+import sys
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from tasks.errors import ConfigError
+
+CONF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
+GROUPS = ("solver", "task", "dataset", "model", "compute", "experiment")
+
+
+def options(group: str) -> list[str]:
+    folder = os.path.join(CONF_DIR, group)
+    return sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".yaml")) if os.path.isdir(folder) else []
+
+
+def check_overrides(argv: list[str]):
+    """Refuse `group=name` overrides that name no config file, before Hydra or any compute starts."""
+    for arg in argv:
+        key, eq, value = arg.partition("=")
+        key = key.lstrip("+~")
+        if not eq or key not in GROUPS or "(" in value:
+            continue
+        for name in value.split(","):
+            if name not in options(key):
+                raise ConfigError(f"unknown {key} {name!r}; choose one of: {', '.join(options(key))} (conf/{key}/).")
+
+
+def add_names(cfg: DictConfig, choices) -> DictConfig:
+    """Record the chosen config names (solver=dps -> 'dps') for run names and rows."""
+    with open_dict(cfg):
+        cfg.names = {g: choices.get(g) for g in GROUPS if choices.get(g)}
+    return cfg
+
+
+def fail(message: str):
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def compose(overrides=()) -> DictConfig:
+    """The config `run.py` would see for these overrides (for tests and scripts)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    check_overrides(list(overrides))
+    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+        cfg = hydra_compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+    choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return add_names(cfg, choices)

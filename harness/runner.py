@@ -1,0 +1,181 @@
+"""The loop of one cell: batches of images, frozen measurements, solve, score, record, resume."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import resource
+import time
+from datetime import datetime, timezone
+
+import pandas as pd
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from harness.build import Cell, build_cell
+from harness.cache import MeasurementCache
+from harness.grid import save_grid
+from harness.records import RunDir, atomic_write_csv, git_commit, upsert_leaderboard
+from metrics.image import psnr, ssim
+from metrics.posterior import posterior_metrics
+from tasks.rng import generator
+
+SUMMARY_STD = ("psnr", "ssim", "sw2", "mean_err")
+
+
+def cell_config(cfg: DictConfig) -> dict:
+    """What defines a cell's results (compute settings excluded: they must not change them)."""
+    out = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("solver", "task", "dataset", "model")}
+    out["seed"], out["num_samples"] = int(cfg.seed), int(cfg.run.num_samples)
+    return out
+
+
+def run_name(cfg: DictConfig) -> str:
+    if cfg.run.get("name"):
+        return str(cfg.run.name)
+    h = hashlib.sha256(json.dumps(cell_config(cfg), sort_keys=True).encode()).hexdigest()[:8]
+    choices = {k: _choice(cfg, k) for k in ("dataset", "task", "solver", "model")}
+    return "{dataset}_{task}_{solver}_{model}".format(**choices) + f"_s{cfg.seed}_{h}"
+
+
+def _choice(cfg, group) -> str:
+    """The config name chosen for a group (solver=dps -> 'dps'), else the class name."""
+    return str(cfg.get("names", {}).get(group) or cfg[group]["_target_"].rsplit(".", 1)[-1].lower())
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _protocol(cfg: DictConfig, cell: Cell) -> dict:
+    task = cell.task
+    return {
+        "solver": _choice(cfg, "solver"),
+        "solver_params": json.dumps(cell.solver.describe(), sort_keys=True),
+        "task": _choice(cfg, "task"),
+        "task_params": json.dumps({**task.describe(), "image_shape": list(task.image_shape)}, sort_keys=True),
+        **task.noise.describe(),
+        "dataset": _choice(cfg, "dataset"),
+        **{k: v for k, v in cell.dataset.describe().items() if k != "dataset"},
+        "model": _choice(cfg, "model"),
+        "model_params": json.dumps(cell.prior.describe(), sort_keys=True),
+        "seed": int(cfg.seed),
+        "num_samples": int(cfg.run.num_samples),
+        "git_commit": git_commit(),
+        "device": str(cell.device),
+        "dtype": str(cfg.compute.dtype),
+        "batch_size": int(cfg.compute.batch_size),
+        "torch": torch.__version__,
+    }
+
+
+def _exact_metrics_apply(cfg, cell) -> bool:
+    mode = str(cfg.metrics.posterior)
+    ok = getattr(cell.prior, "exact", False) and cell.task.linear and cell.task.noise.gaussian
+    return ok if mode == "auto" else (mode == "true" and ok)
+
+
+def score_image(x_hat: torch.Tensor, x: torch.Tensor, posterior=None, image_id=None, n_ref=2048) -> dict:
+    """Metrics of one image from its N reconstructions x_hat [N,C,H,W] and truth x [C,H,W]."""
+    if not torch.isfinite(x_hat).all():
+        return {"status": "diverged"}
+    p, s = psnr(x_hat, x.expand_as(x_hat)), ssim(x_hat, x.expand_as(x_hat))
+    spread = lambda v: float(v.std()) if len(v) > 1 else 0.0  # noqa: E731 - over this image's N samples
+    row = {"status": "ok", "psnr": float(p.mean()), "psnr_std_samples": spread(p), "psnr_best": float(p.max()),
+           "ssim": float(s.mean()), "ssim_std_samples": spread(s)}
+    if posterior is not None:
+        row.update(posterior_metrics(x_hat, posterior, image_id, n_ref=n_ref))
+    return row
+
+
+def run_cell(cfg: DictConfig, *, after_batch=None) -> dict:
+    """Run (or resume) one cell; return its summary row. `after_batch(k)` is a test hook."""
+    cell = build_cell(cfg)
+    name = run_name(cfg)
+    rd = RunDir(cfg.run.root, name)
+    with open(rd.file("config.yaml"), "w") as f:
+        f.write(OmegaConf.to_yaml(cfg, resolve=True))
+
+    seed, N = int(cfg.seed), int(cfg.run.num_samples)
+    prior, task, solver, dataset = cell.prior, cell.task, cell.solver, cell.dataset
+    cache = MeasurementCache(cfg.run.cache, cell_config(cfg)["task"], dataset.describe(), seed)
+    protocol = {"run": name, **_protocol(cfg, cell)}
+    exact = _exact_metrics_apply(cfg, cell)
+    per_batch = max(1, int(cfg.compute.batch_size) // N)
+
+    done = rd.done_ids()
+    todo = [i for i in dataset.ids if str(i) not in done]
+    bar = tqdm(total=len(dataset.ids), initial=len(dataset.ids) - len(todo), desc=name, unit="img",
+               disable=not cfg.run.progress)
+    t_start = time.perf_counter()
+    for k, start in enumerate(range(0, len(todo), per_batch)):
+        ids = todo[start: start + per_batch]
+        x, captions = dataset.batch(ids)
+        params, y, keys = cache.measure(task, x, ids)
+        bound = task.bind(params).repeat(N).to(cell.device, cell.dtype)
+        y_n = y.repeat_interleave(N, 0).to(cell.device, cell.dtype)
+        gens = [generator(seed, "solver", i, r) for i in ids for r in range(N)]
+
+        prior.cost.reset()
+        if cell.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(cell.device)
+        _sync(cell.device)
+        t0 = time.perf_counter()
+        x_hat = solver.solve(prior, bound, y_n, gens)
+        _sync(cell.device)
+        seconds = time.perf_counter() - t0
+        n = len(ids) * N
+        cost = {k2: v / n for k2, v in prior.cost.snapshot().items()}
+        peak = torch.cuda.max_memory_allocated(cell.device) / 2 ** 20 if cell.device.type == "cuda" else math.nan
+
+        x_hat = x_hat.detach().float().cpu().reshape(len(ids), N, *x.shape[1:])
+        rows = []
+        for j, image_id in enumerate(ids):
+            post = prior.posterior(task.bind(params).index([j]), y[j: j + 1]) if exact else None
+            rows.append({**protocol, "image_id": str(image_id), "measurement_key": keys[j],
+                         **score_image(x_hat[j], x[j], post, image_id, int(cfg.metrics.n_ref)),
+                         **cost, "sec_per_sample": seconds / n, "peak_mem_mb": peak,
+                         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        rd.write_batch(rows, {"ids": [str(i) for i in ids], "x_hat": x_hat[:, 0].clone()})
+        bar.update(len(ids))
+        if after_batch is not None:
+            after_batch(k)
+    bar.close()
+    return finish(cfg, cell, rd, protocol, cache, time.perf_counter() - t_start)
+
+
+def finish(cfg, cell, rd: RunDir, protocol: dict, cache: MeasurementCache, wall: float) -> dict:
+    df = rd.read_parts()
+    order = {str(i): n for n, i in enumerate(cell.dataset.ids)}
+    df = df.sort_values("image_id", key=lambda s: s.map(order)).reset_index(drop=True)
+    atomic_write_csv(rd.file("images.csv"), df)
+
+    ok = df[df["status"] == "ok"]
+    summary = {**protocol, "n_images": len(df), "n_ok": len(ok), "n_diverged": int((df["status"] == "diverged").sum()),
+               "image_ids": f"{df['image_id'].iloc[0]}..{df['image_id'].iloc[-1]}" if len(df) else ""}
+    numeric = [c for c in df.columns if c not in protocol and pd.api.types.is_numeric_dtype(df[c])]
+    for c in numeric:
+        summary[c] = float(ok[c].mean()) if len(ok) else math.nan
+        if c in SUMMARY_STD:
+            summary[f"{c}_std_images"] = float(ok[c].std()) if len(ok) > 1 else math.nan
+    summary["wall_seconds_this_call"] = wall
+    atomic_write_csv(rd.file("summary.csv"), pd.DataFrame([summary]))
+    upsert_leaderboard(cfg.run.leaderboard, summary)
+    write_grid(cfg, cell, rd, cache)
+    return summary
+
+
+def write_grid(cfg, cell, rd: RunDir, cache: MeasurementCache):
+    recon = rd.reconstructions()
+    ids = [i for i in cell.dataset.ids if str(i) in recon][: int(cfg.run.grid_images)]
+    if not ids:
+        return
+    x, _ = cell.dataset.batch(ids)
+    params, y, _ = cache.measure(cell.task, x, ids)
+    shown = cell.task.bind(params).display(y)
+    x_hat = torch.stack([recon[str(i)] for i in ids])
+    save_grid(rd.file("grid.png"), shown, torch.nan_to_num(x_hat), x)

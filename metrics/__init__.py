@@ -1,0 +1,1 @@
+"""Per-image, per-set, exact-posterior and cost metrics."""

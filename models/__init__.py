@@ -1,0 +1,1 @@
+"""Diffusion priors behind one interface (models.base.Prior). Knows torch and diffusers."""

@@ -1,0 +1,136 @@
+"""A pretrained diffusion model seen as a denoiser, with its cost counted where it is incurred.
+
+Counting happens here, never in solvers: `eps`/`predict` add one NFE per sample per call (two
+under classifier-free guidance), and the network output is wrapped in an autograd node whose
+backward adds one VJP per sample each time a gradient flows back through the network.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+
+
+@dataclass
+class Cost:
+    """Totals over samples: a call on a batch of B adds B to `nfe`. Divide by the batch for per-sample cost."""
+
+    nfe: float = 0
+    vjp: float = 0
+    encode: float = 0
+    decode: float = 0
+    decode_vjp: float = 0
+
+    def reset(self):
+        for f in fields(self):
+            setattr(self, f.name, 0)
+
+    def snapshot(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+class _CountBackward(torch.autograd.Function):
+    """Identity whose backward counts one VJP per sample of the gradient it carries."""
+
+    @staticmethod
+    def forward(ctx, x, cost, attr):
+        ctx.cost, ctx.attr = cost, attr
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        setattr(ctx.cost, ctx.attr, getattr(ctx.cost, ctx.attr) + g.shape[0])
+        return g, None, None
+
+
+def counted(out: torch.Tensor, cost: Cost, attr: str) -> torch.Tensor:
+    if torch.is_grad_enabled() and out.requires_grad:
+        return _CountBackward.apply(out, cost, attr)
+    return out
+
+
+def linear_alphas_cumprod(T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
+    """ADM/DDPM 'linear' schedule, in float64."""
+    betas = torch.linspace(beta_start, beta_end, T, dtype=torch.float64)
+    return torch.cumprod(1 - betas, dim=0)
+
+
+class Prior(torch.nn.Module):
+    """VP diffusion prior on `state_shape` tensors, images of `image_shape` in [-1,1].
+
+    Subclasses implement `network(x_t, t, cond)` (the raw output: ε or v, as `prediction` says).
+    `t` is a LongTensor [B] of integer timesteps into `alphas_cumprod`.
+    """
+
+    is_latent = False
+    exact = False
+    prediction = "epsilon"
+
+    def __init__(self, alphas_cumprod: torch.Tensor, image_shape, state_shape=None, name: str = "prior"):
+        super().__init__()
+        self.register_buffer("alphas_cumprod", alphas_cumprod.to(torch.float64), persistent=False)
+        self.image_shape = tuple(image_shape)
+        self.state_shape = tuple(state_shape or image_shape)
+        self.name = name
+        self.cost = Cost()
+
+    @property
+    def T(self) -> int:
+        return self.alphas_cumprod.shape[0]
+
+    @property
+    def provides(self) -> frozenset:
+        caps = {"latent" if self.is_latent else "pixel"}
+        if self.exact:
+            caps.add("exact")
+        return frozenset(caps)
+
+    def describe(self) -> dict:
+        return {"model": self.name, "prediction": self.prediction, "T": self.T, **getattr(self, "config", {})}
+
+    # -- schedule ----------------------------------------------------------------------------------
+    def abar(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """ᾱ_t broadcast against `like`; t = -1 means ᾱ = 1 (the clean end of a grid)."""
+        t = torch.as_tensor(t, device=self.alphas_cumprod.device).long().reshape(-1)
+        a = torch.where(t >= 0, self.alphas_cumprod[t.clamp_min(0)], torch.ones_like(t, dtype=torch.float64))
+        return a.to(device=like.device, dtype=like.dtype).reshape(-1, *([1] * (like.dim() - 1)))
+
+    def _t(self, t, x):
+        t = torch.as_tensor(t, device=x.device).long().reshape(-1)
+        return t.expand(x.shape[0]) if t.numel() == 1 else t
+
+    # -- the network, counted ----------------------------------------------------------------------
+    def network(self, x_t, t, cond=None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _call(self, x_t, t, cond):
+        self.cost.nfe += x_t.shape[0] * self.nfe_per_call(cond)
+        return counted(self.network(x_t, t, cond), self.cost, "vjp")
+
+    def nfe_per_call(self, cond) -> int:
+        return 1
+
+    def predict(self, x_t, t, cond=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ε̂, x̂0) from one network evaluation; x̂0 is the Tweedie mean E[x0 | x_t]."""
+        t = self._t(t, x_t)
+        out = self._call(x_t, t, cond)
+        a = self.abar(t, x_t)
+        if self.prediction == "v":
+            return (1 - a).sqrt() * x_t + a.sqrt() * out, a.sqrt() * x_t - (1 - a).sqrt() * out
+        return out, (x_t - (1 - a).sqrt() * out) / a.sqrt()
+
+    def eps(self, x_t, t, cond=None):
+        return self.predict(x_t, t, cond)[0]
+
+    def x0(self, x_t, t, cond=None):
+        return self.predict(x_t, t, cond)[1]
+
+    # -- latent interface (identity for pixel priors) ----------------------------------------------
+    def encode(self, image):
+        return image
+
+    def decode(self, state):
+        return state
+
+    def embed(self, prompt):
+        return None

@@ -1,0 +1,45 @@
+"""The solver interface: declared needs, checked before any compute, and `solve`."""
+from __future__ import annotations
+
+import torch
+
+from tasks.errors import ConfigError
+from tasks.rng import randn
+
+NEEDS_HELP = {
+    "linear": "a linear task (e.g. task=inpaint_box or task=sr4)",
+    "svd": "a task with an SVD (e.g. task=inpaint_box or task=sr4)",
+    "gaussian_noise": "Gaussian measurement noise (task.noise.kind=gaussian)",
+    "exact": "the exact Gaussian-mixture prior (model=gmm)",
+    "latent": "a latent prior (e.g. Stable Diffusion)",
+    "pixel": "a pixel-space prior",
+}
+
+
+class Solver:
+    """A training-free solver. Subclasses set `name`, `needs` and implement `solve`.
+
+    Constructor arguments are the solver's parameters; they are recorded in every results row.
+    """
+
+    name = "solver"
+    needs: frozenset = frozenset()
+
+    def check(self, prior, task):
+        """Raise ConfigError, before any compute, if the prior and task cannot serve this solver."""
+        missing = sorted(self.needs - (prior.provides | task.provides))
+        if missing:
+            want = "; ".join(NEEDS_HELP.get(m, m) for m in missing)
+            raise ConfigError(f"solver {self.name} needs {want}, which task={task.name} with model={prior.name} "
+                              "does not provide; choose another task, model or solver.")
+
+    def solve(self, prior, task, y: torch.Tensor, gens, cond=None) -> torch.Tensor:
+        """x̂ in image space, [-1,1]-scaled (not clipped); gens holds one generator per sample."""
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+    @staticmethod
+    def initial_noise(prior, gens, like: torch.Tensor) -> torch.Tensor:
+        return randn(gens, prior.state_shape, dtype=like.dtype, device=like.device)

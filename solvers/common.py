@@ -1,0 +1,82 @@
+"""Shared maths of the solvers: timestep grids, DDIM/DDPM steps, Tweedie conversions, per-sample norms.
+
+Notation (VP): x_t = √ᾱ_t x0 + √(1-ᾱ_t) ε. A step goes from t to s < t; s = -1 means ᾱ_s = 1.
+"""
+from __future__ import annotations
+
+import torch
+
+from tasks.errors import ConfigError
+
+SPACINGS = ("adm", "leading", "trailing", "linspace")
+
+
+def timesteps(T: int, steps: int, spacing: str = "adm") -> list[int]:
+    """Descending integer timesteps (length `steps`) into a T-step schedule.
+
+    adm      - guided-diffusion's space_timesteps(T, "S"): round(i·(T-1)/(S-1)), includes 0 and T-1
+    leading  - diffusers "leading" / LDM: i·(T//S), so the last step is 0 and T-1 is not hit
+    trailing - diffusers "trailing": round(T - i·T/S) - 1, includes T-1
+    linspace - round(linspace(0, T-1, S))
+    """
+    if not 1 <= steps <= T:
+        raise ConfigError(f"steps must be in 1..{T} for this {T}-step prior, got {steps}; set solver.steps.")
+    if spacing == "adm":
+        ts = [0] if steps == 1 else [round(i * (T - 1) / (steps - 1)) for i in range(steps)]
+    elif spacing == "leading":
+        ts = [i * (T // steps) for i in range(steps)]
+    elif spacing == "trailing":
+        ts = sorted(round(T - i * T / steps) - 1 for i in range(steps))
+    elif spacing == "linspace":
+        ts = torch.linspace(0, T - 1, steps, dtype=torch.float64).round().long().tolist()
+    else:
+        raise ConfigError(f"unknown timestep spacing {spacing!r}; set solver.spacing to one of {SPACINGS}.")
+    return sorted(ts, reverse=True)
+
+
+def pairs(ts: list[int]):
+    """(t, s) for consecutive grid points, the last pair going to s = -1 (ᾱ = 1)."""
+    return list(zip(ts, ts[1:] + [-1]))
+
+
+def eps_from_x0(x_t, x0, a_t):
+    return (x_t - a_t.sqrt() * x0) / (1 - a_t).sqrt()
+
+
+def x0_from_eps(x_t, eps, a_t):
+    """First-order Tweedie: E[x0 | x_t] from the ε-prediction."""
+    return (x_t - (1 - a_t).sqrt() * eps) / a_t.sqrt()
+
+
+def ddim_sigma(a_t, a_s, eta: float):
+    """σ_{t→s} = η √((1-ᾱ_s)/(1-ᾱ_t)) √(1 - ᾱ_t/ᾱ_s); η = 1 is DDPM's posterior variance β̃."""
+    return eta * ((1 - a_s) / (1 - a_t) * (1 - a_t / a_s)).clamp_min(0).sqrt()
+
+
+def ddim_step(x_t, eps, x0, a_t, a_s, eta: float = 0.0, noise=None):
+    """x_s = √ᾱ_s x̂0 + √(1-ᾱ_s-σ²) ε̂ + σ ξ (Song et al. 2021, eq. 12)."""
+    sigma = ddim_sigma(a_t, a_s, eta)
+    x_s = a_s.sqrt() * x0 + (1 - a_s - sigma ** 2).clamp_min(0).sqrt() * eps
+    if eta > 0 and noise is not None:
+        x_s = x_s + sigma * noise
+    return x_s
+
+
+def ddpm_step(x_t, x0, a_t, a_s, noise=None, variance: str = "small"):
+    """Ancestral step from q(x_s | x_t, x̂0) of the respaced chain, β' = 1 - ᾱ_t/ᾱ_s (ADM respacing).
+
+    variance 'small' is β̃ = β'(1-ᾱ_s)/(1-ᾱ_t); 'large' is β' (as ADM's fixed_large, without its
+    first-step substitution).
+    """
+    beta = 1 - a_t / a_s
+    mean = (a_s.sqrt() * beta / (1 - a_t)) * x0 + ((1 - beta).sqrt() * (1 - a_s) / (1 - a_t)) * x_t
+    if noise is None:
+        return mean
+    var = beta * (1 - a_s) / (1 - a_t) if variance == "small" else beta
+    return mean + var.sqrt() * noise
+
+
+def per_sample_norm(r: torch.Tensor) -> torch.Tensor:
+    """‖r_i‖₂ for each sample i: guidance norms are never pooled over the batch."""
+    return r.flatten(1).norm(dim=1)
+

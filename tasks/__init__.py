@@ -1,0 +1,1 @@
+"""Forward operators and noise models. Knows torch only."""
