@@ -109,8 +109,101 @@ class SVD:
         return self.U(torch.nn.functional.pad(c, (0, self.m - c.shape[1])))
 
 
+def numerical_zeros(s: torch.Tensor, m: int, d: int) -> torch.Tensor:
+    """Singular values below eps·max(m, d)·s_max are round-off (the rule of numpy's matrix_rank): make them 0
+    so that pinv does not divide by noise."""
+    tol = torch.finfo(s.dtype).eps * max(m, d) * s.amax(dim=1, keepdim=True)
+    return torch.where(s > tol, s, torch.zeros_like(s))
+
+
+class DenseSVD(SVD):
+    """The SVD of the dense matrix of each sample's operator (torch.linalg.svd): the fallback for
+    linear tasks without a structured SVD, on images of at most DENSE_SVD_MAX values."""
+
+    def __init__(self, task: "LinearTask"):
+        n = max((v.shape[0] for v in task.params.values()), default=1)
+        us, ss, vs = [], [], []
+        for i in range(n):
+            one = task.index([i]) if task.params else task
+            M = one.matrix(torch.float64)
+            u, s, vh = torch.linalg.svd(M, full_matrices=True)
+            us.append(u)
+            ss.append(s)
+            vs.append(vh.T)
+        self.shape, self.y_shape = task.image_shape, task.measurement_shape()
+        self.u, self.v = torch.stack(us), torch.stack(vs)  # [B, m, m], [B, d, d]
+        self.m, d = self.u.shape[1], self.v.shape[1]
+        self.s = numerical_zeros(torch.stack(ss), self.m, d)
+
+    def _mats(self, t, mat):
+        return mat.to(t).expand(t.shape[0], -1, -1) if mat.shape[0] == 1 else mat.to(t)
+
+    def Vt(self, x):
+        return torch.einsum("bd,bdk->bk", x.flatten(1), self._mats(x, self.v))
+
+    def V(self, c):
+        return torch.einsum("bk,bdk->bd", c, self._mats(c, self.v)).reshape(c.shape[0], *self.shape)
+
+    def Ut(self, y):
+        return torch.einsum("bm,bmk->bk", y.flatten(1), self._mats(y, self.u))
+
+    def U(self, c):
+        out = torch.einsum("bk,bmk->bm", c, self._mats(c, self.u))
+        return out.reshape(c.shape[0], *self.y_shape)
+
+    def singulars(self):
+        return self.s
+
+
+class SeparableSVD(SVD):
+    """A = Mh ⊗ Mw acting on every channel (Y = Mh X Mwᵀ): with Mh = U1 S1 V1ᵀ and Mw = U2 S2 V2ᵀ,
+    A = (U1 ⊗ U2)(S1 ⊗ S2)(V1 ⊗ V2)ᵀ. Coefficients V1ᵀ X V2 are flattened with the h×w block that meets
+    the singular values s1 s2ᵀ first (per channel), the rest after."""
+
+    def __init__(self, mh: torch.Tensor, mw: torch.Tensor, image_shape):
+        C, H, W = self.shape = tuple(image_shape)
+        u1, s1, v1h = torch.linalg.svd(mh.double(), full_matrices=True)
+        u2, s2, v2h = torch.linalg.svd(mw.double(), full_matrices=True)
+        self.u1, self.v1, self.u2, self.v2 = u1, v1h.T, u2, v2h.T
+        self.h, self.w = mh.shape[0], mw.shape[0]
+        self.m = C * self.h * self.w
+        lead = torch.zeros(C, H, W, dtype=torch.bool)
+        lead[:, : min(self.h, H), : min(self.w, W)] = True
+        self.perm = torch.cat([lead.flatten().nonzero()[:, 0], (~lead).flatten().nonzero()[:, 0]])
+        s = torch.zeros(self.h, self.w, dtype=torch.float64)
+        s[: len(s1), : len(s2)] = s1[:, None] * s2[None, :]
+        s = s[: min(self.h, H), : min(self.w, W)].expand(C, -1, -1).reshape(1, -1)
+        self.s = numerical_zeros(s, self.m, C * H * W)
+
+    def Vt(self, x):
+        c = self.v1.to(x).T @ x @ self.v2.to(x)
+        return c.flatten(1)[:, self.perm.to(x.device)]
+
+    def V(self, c):
+        full = torch.empty_like(c).index_copy_(1, self.perm.to(c.device), c).reshape(c.shape[0], *self.shape)
+        return self.v1.to(c) @ full @ self.v2.to(c).T
+
+    def Ut(self, y):
+        return (self.u1.to(y).T @ y @ self.u2.to(y)).flatten(1)
+
+    def U(self, c):
+        y = c.reshape(c.shape[0], self.shape[0], self.h, self.w)
+        return self.u1.to(c) @ y @ self.u2.to(c).T
+
+    def singulars(self):
+        return self.s
+
+
+DENSE_SVD_MAX = 4096  # image values; a 4096² float64 SVD takes seconds on a CPU
+
+
 class LinearTask(Task):
     linear = True
+
+    @property
+    def has_svd(self) -> bool:
+        """Every linear task has an SVD; without a structured one we offer the dense one on small images."""
+        return math.prod(self.image_shape) <= DENSE_SVD_MAX
 
     def At(self, y: torch.Tensor) -> torch.Tensor:
         """The true adjoint Aᵀ, by autograd unless a task gives a closed form."""
@@ -120,7 +213,14 @@ class LinearTask(Task):
         return g
 
     def svd(self) -> SVD | None:
-        return None
+        """The dense fallback (per sample) on small images; structured tasks override this."""
+        return DenseSVD(self) if self.has_svd else None
+
+    def measurement_shape(self) -> tuple:
+        """The shape of one measurement A(x), without its batch dimension."""
+        one = self.index([0]) if self.params else self
+        x = torch.zeros((1, *self.image_shape), dtype=torch.float64)
+        return tuple(one.to("cpu", torch.float64).A(x).shape[1:])
 
     def pinv(self, y: torch.Tensor) -> torch.Tensor:
         """Moore-Penrose pseudo-inverse A⁺y (through the SVD where the task has one)."""

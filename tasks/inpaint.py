@@ -102,3 +102,110 @@ class BoxInpainting(MaskTask):
     def describe(self):
         return {"box": self.box, "margin": self.margin, "placement": self.placement, "shared_mask": self.shared,
                 "hole_fraction": self.box ** 2 / math.prod(self.image_shape[1:])}
+
+
+def _fraction_range(p, what: str) -> tuple[float, float]:
+    """A fraction p or a range [lo, hi) given in config, validated."""
+    scalar = isinstance(p, (int, float))
+    if not scalar and len(p) != 2:
+        raise ConfigError(f"{what} must be one fraction or a range [lo, hi), got {p}; fix it in the task config.")
+    lo, hi = (float(p), float(p)) if scalar else (float(p[0]), float(p[1]))
+    if not 0 <= lo <= hi <= 1 or (not scalar and lo == hi):
+        raise ConfigError(f"{what} must be a fraction in [0, 1] or a range [lo, hi) with 0 <= lo < hi <= 1, "
+                          f"got {p}; fix it in the task config.")
+    return lo, hi
+
+
+class RandomInpainting(MaskTask):
+    """A fraction p of pixel locations is missing, the same for all channels. p is fixed or drawn
+    uniformly in [lo, hi) per image (DPS paper 0.92, DPS config [0.3, 0.7), DAPS/ReSample
+    [0.70, 0.71), DiffPIR 0.5). Exactly round(p·H·W) locations are dropped, chosen without
+    replacement (the DPS code samples with replacement, so it drops slightly fewer)."""
+
+    name = "inpaint_random"
+
+    def __init__(self, image_shape, noise=None, p=0.7, shared: bool = False):
+        super().__init__(image_shape, noise)
+        self.p = p if isinstance(p, (int, float)) else [float(v) for v in p]
+        self.lo, self.hi = _fraction_range(p, "random-inpainting fraction task.p")
+        self.shared = bool(shared)
+
+    def draw(self, ids, seed):
+        _, H, W = self.image_shape
+        masks = []
+        for i in ids:
+            g = generator(seed, self.name, self.lo, self.hi, "shared" if self.shared else i)
+            p = self.lo + (self.hi - self.lo) * float(torch.rand(1, generator=g, dtype=torch.float64))
+            drop = torch.randperm(H * W, generator=g)[: round(p * H * W)]
+            m = torch.ones(H * W)
+            m[drop] = 0
+            masks.append(m.reshape(1, H, W))
+        return {"mask": torch.stack(masks)}
+
+    def describe(self):
+        return {"missing": [self.lo, self.hi] if self.hi > self.lo else self.lo, "shared_mask": self.shared}
+
+
+class FreeFormInpainting(MaskTask):
+    """Procedural free-form holes: brush strokes, each a random walk of thick line segments.
+
+    Per image: 1..`strokes` strokes, each of 1..4 segments of length up to `max_length` px with a
+    width in [1, `max_width`] px and a heading that turns by up to ±90° per segment. Strokes that
+    would push the hole fraction past `hole[1]` are redrawn, and strokes are added until it reaches
+    `hole[0]` (at most 100 tries; describe() reports the target, the mask itself is stored).
+    """
+
+    name = "inpaint_freeform"
+
+    def __init__(self, image_shape, noise=None, strokes: int = 4, max_width: int = 3, max_length: int = 6,
+                 hole=(0.1, 0.4)):
+        super().__init__(image_shape, noise)
+        self.strokes, self.max_width, self.max_length = int(strokes), int(max_width), int(max_length)
+        self.lo, self.hi = _fraction_range(list(hole), "free-form hole fraction task.hole")
+        _, H, W = self.image_shape
+        if self.strokes < 1 or self.max_width < 1 or self.max_length < 1:
+            raise ConfigError("free-form strokes, max_width and max_length must be >= 1; fix them in the task config.")
+        if self.max_width > min(H, W):
+            raise ConfigError(f"brush width {self.max_width} is larger than the {H}x{W} image; reduce task.max_width.")
+
+    def _stroke(self, g, H, W):
+        rows, cols = torch.meshgrid(torch.arange(H, dtype=torch.float64), torch.arange(W, dtype=torch.float64),
+                                    indexing="ij")
+        u = lambda: float(torch.rand(1, generator=g, dtype=torch.float64))  # noqa: E731
+        r, c = u() * H, u() * W
+        heading = 2 * math.pi * u()
+        width = 1 + u() * (self.max_width - 1)
+        hole = torch.zeros(H, W, dtype=torch.bool)
+        for _ in range(1 + int(u() * 4)):
+            heading += (u() - 0.5) * math.pi
+            length = 1 + u() * (self.max_length - 1)
+            r2 = min(max(r + length * math.sin(heading), 0.0), H - 1.0)
+            c2 = min(max(c + length * math.cos(heading), 0.0), W - 1.0)
+            # pixels within width/2 of the segment (r, c) -> (r2, c2)
+            dr, dc = r2 - r, c2 - c
+            t = (((rows - r) * dr + (cols - c) * dc) / max(dr * dr + dc * dc, 1e-12)).clamp(0, 1)
+            dist = torch.hypot(rows - r - t * dr, cols - c - t * dc)
+            hole |= dist <= width / 2
+            r, c = r2, c2
+        return hole
+
+    def draw(self, ids, seed):
+        _, H, W = self.image_shape
+        masks = []
+        for i in ids:
+            g = generator(seed, self.name, self.strokes, self.max_width, self.max_length, self.lo, self.hi, i)
+            hole = torch.zeros(H, W, dtype=torch.bool)
+            n = 1 + int(torch.randint(self.strokes, (1,), generator=g))
+            drawn = 0
+            for _ in range(100):
+                if drawn >= n and hole.float().mean() >= self.lo:
+                    break
+                new = hole | self._stroke(g, H, W)
+                if new.float().mean() <= self.hi:
+                    hole, drawn = new, drawn + 1
+            masks.append((~hole).float()[None])
+        return {"mask": torch.stack(masks)}
+
+    def describe(self):
+        return {"strokes": self.strokes, "max_width": self.max_width, "max_length": self.max_length,
+                "hole_target": [self.lo, self.hi]}
