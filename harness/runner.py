@@ -20,6 +20,7 @@ from harness.grid import save_grid
 from harness.records import RunDir, atomic_write_csv, git_commit, upsert_leaderboard
 from metrics.image import psnr, ssim
 from metrics.posterior import posterior_metrics
+from tasks.errors import ConfigError
 from tasks.rng import generator
 
 SUMMARY_STD = ("psnr", "ssim", "sw2", "mean_err")
@@ -73,9 +74,14 @@ def _protocol(cfg: DictConfig, cell: Cell) -> dict:
 
 
 def _exact_metrics_apply(cfg, cell) -> bool:
-    mode = str(cfg.metrics.posterior)
+    mode = str(cfg.metrics.posterior).lower()
+    if mode not in ("auto", "true", "false"):
+        raise ConfigError(f"metrics.posterior must be auto, true or false, not {mode!r}.")
     ok = getattr(cell.prior, "exact", False) and cell.task.linear and cell.task.noise.gaussian
-    return ok if mode == "auto" else (mode == "true" and ok)
+    if mode == "true" and not ok:
+        raise ConfigError("metrics.posterior=true needs model=gmm and a linear task with Gaussian noise; "
+                          "use metrics.posterior=auto.")
+    return ok and mode != "false"
 
 
 def score_image(x_hat: torch.Tensor, x: torch.Tensor, posterior=None, image_id=None, n_ref=2048) -> dict:
@@ -94,6 +100,7 @@ def score_image(x_hat: torch.Tensor, x: torch.Tensor, posterior=None, image_id=N
 def run_cell(cfg: DictConfig, *, after_batch=None) -> dict:
     """Run (or resume) one cell; return its summary row. `after_batch(k)` is a test hook."""
     cell = build_cell(cfg)
+    exact = _exact_metrics_apply(cfg, cell)
     name = run_name(cfg)
     rd = RunDir(cfg.run.root, name)
     with open(rd.file("config.yaml"), "w") as f:
@@ -103,7 +110,6 @@ def run_cell(cfg: DictConfig, *, after_batch=None) -> dict:
     prior, task, solver, dataset = cell.prior, cell.task, cell.solver, cell.dataset
     cache = MeasurementCache(cfg.run.cache, cell_config(cfg)["task"], dataset.describe(), seed)
     protocol = {"run": name, **_protocol(cfg, cell)}
-    exact = _exact_metrics_apply(cfg, cell)
     per_batch = max(1, int(cfg.compute.batch_size) // N)
 
     done = rd.done_ids()
@@ -117,7 +123,7 @@ def run_cell(cfg: DictConfig, *, after_batch=None) -> dict:
         params, y, keys = cache.measure(task, x, ids)
         bound = task.bind(params).repeat(N).to(cell.device, cell.dtype)
         y_n = y.repeat_interleave(N, 0).to(cell.device, cell.dtype)
-        gens = [generator(seed, "solver", i, r) for i in ids for r in range(N)]
+        gens = [generator(seed, "solver", i, r, device=cell.device) for i in ids for r in range(N)]
 
         prior.cost.reset()
         if cell.device.type == "cuda":

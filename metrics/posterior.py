@@ -15,13 +15,17 @@ from tasks.rng import generator
 
 
 def sliced_w2(a: torch.Tensor, b: torch.Tensor, directions: torch.Tensor) -> float:
-    """SW2 = (mean over unit directions θ of W2²(θᵀa, θᵀb))^½ for point sets a [n,d], b [m,d].
+    """SW2 = (mean over unit directions θ of W2²(θᵀa, θᵀb))^½ for point sets a [n,d], b [m,d]."""
+    return _w2_sorted(_sorted_projections(a, directions), _sorted_projections(b, directions))
 
-    1-D W2 between empirical measures is exact: both quantile functions are evaluated on a grid
-    of lcm(n, m) midpoints (capped at 2¹⁶), on which both are piecewise constant.
-    """
-    pa = torch.sort(a.double() @ directions.T, dim=0).values
-    pb = torch.sort(b.double() @ directions.T, dim=0).values
+
+def _sorted_projections(a: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
+    return torch.sort(a.double() @ directions.T, dim=0).values
+
+
+def _w2_sorted(pa: torch.Tensor, pb: torch.Tensor) -> float:
+    """1-D W2 between empirical measures is exact: both quantile functions are evaluated on a grid
+    of lcm(n, m) midpoints (capped at 2¹⁶), on which both are piecewise constant."""
     n, m = len(pa), len(pb)
     grid = min(n * m // math.gcd(n, m), 1 << 16)
     u = (torch.arange(grid, dtype=torch.float64) + 0.5) / grid
@@ -40,7 +44,7 @@ def posterior_metrics(samples: torch.Tensor, posterior, image_id, *, n_ref: int 
     x = samples.flatten(1).double().cpu()
     n, d = x.shape
     dirs = random_directions(d, n_directions, image_id)
-    ref = posterior.sample(n_ref, generator("posterior-reference", image_id))
+    ref = _sorted_projections(posterior.sample(n_ref, generator("posterior-reference", image_id)), dirs)
     exact_n = posterior.sample(n, generator("posterior-floor", image_id))
     tr = float(posterior.covariance.diagonal().sum())
     out = {
@@ -49,6 +53,6 @@ def posterior_metrics(samples: torch.Tensor, posterior, image_id, *, n_ref: int 
         "post_std": math.sqrt(tr / d),
     }
     if n > 1:
-        out["sw2"] = sliced_w2(x, ref, dirs)
-        out["sw2_floor"] = sliced_w2(exact_n, ref, dirs)
+        out["sw2"] = _w2_sorted(_sorted_projections(x, dirs), ref)
+        out["sw2_floor"] = _w2_sorted(_sorted_projections(exact_n, dirs), ref)
     return out

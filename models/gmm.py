@@ -93,7 +93,11 @@ class GaussianMixturePosterior:
     def sample(self, n: int, gen: torch.Generator) -> torch.Tensor:
         k = torch.multinomial(self.weights, n, replacement=True, generator=gen)
         z = torch.randn(n, self.means.shape[1], generator=gen, dtype=torch.float64)
-        return self.means[k] + torch.einsum("nij,nj->ni", self.roots[k], z)
+        out = torch.empty_like(z)
+        for c in k.unique().tolist():  # one matmul per component, not an [n, d, d] gather
+            sel = k == c
+            out[sel] = self.means[c] + z[sel] @ self.roots[c].T
+        return out
 
 
 class ExactPrior(Prior):

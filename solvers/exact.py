@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from solvers.base import Solver
+from tasks.rng import on_cpu
 
 
 class ExactPosterior(Solver):
@@ -18,5 +19,5 @@ class ExactPosterior(Solver):
             key = (y[i].cpu().numpy().tobytes(), *(v.cpu().numpy().tobytes() for v in one.params.values()))
             if key not in cache:  # samples of one measurement share its posterior
                 cache[key] = prior.posterior(one, y[i: i + 1])
-            out.append(cache[key].sample(1, g)[0])
+            out.append(cache[key].sample(1, on_cpu(g))[0])
         return torch.stack(out).to(dtype=y.dtype, device=y.device).reshape(-1, *prior.image_shape)
