@@ -1,7 +1,7 @@
 """Run one cell: `python run.py solver=dps task=inpaint_box dataset=gmm model=gmm` (see conf/)."""
 import sys
 
-from harness.cli import add_names, check_overrides, fail
+from harness.cli import CONF_DIR, add_names, check_overrides, fail
 from tasks.errors import ConfigError
 
 SHOWN = ("run", "n_ok", "n_diverged", "psnr", "ssim", "sw2", "sw2_floor", "mean_err", "mean_err_floor", "nfe", "vjp",
@@ -11,14 +11,19 @@ SHOWN = ("run", "n_ok", "n_diverged", "psnr", "ssim", "sw2", "sw2_floor", "mean_
 def main():
     import hydra
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     from harness.runner import run_cell
 
-    @hydra.main(config_path="conf", config_name="config", version_base=None)
+    @hydra.main(config_path=CONF_DIR, config_name="config", version_base=None)
     def cell(cfg):
+        hc = HydraConfig.get()
         try:
-            summary = run_cell(add_names(cfg, HydraConfig.get().runtime.choices))
+            summary = run_cell(add_names(cfg, hc.runtime.choices))
         except ConfigError as e:
+            if hc.mode == RunMode.MULTIRUN:  # one bad cell of a sweep is reported, the others run
+                print(f"error: cell {' '.join(hc.overrides.task)}: {e}", file=sys.stderr)
+                return None
             fail(str(e))
         print("  ".join(f"{k}={summary[k]:.4g}" if isinstance(summary[k], float) else f"{k}={summary[k]}"
                         for k in SHOWN if k in summary))

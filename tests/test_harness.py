@@ -136,3 +136,18 @@ def test_command_line_errors_are_one_sentence(args, message):
     assert p.returncode == 2
     assert p.stderr.strip().startswith(message), p.stderr
     assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
+
+
+def test_sweep_aggregate_rebuilds_the_leaderboard_and_tables(make_cfg, tmp_path):
+    import sweep
+
+    for solver in ("pinv", "exact"):
+        run_cell(make_cfg(f"solver={solver}", "dataset.n=2", "run.num_samples=2"))
+    out = tmp_path / "lb2.csv"
+    pivot = sweep.aggregate(str(tmp_path / "runs"), str(out), ["psnr"])
+    assert "| solver | inpaint_box |" in pivot and "| exact |" in pivot and "| pinv |" in pivot
+    long = sweep.aggregate(str(tmp_path / "runs"), str(out), ["sw2", "mean_err"])
+    assert "| task | solver | sw2 | mean_err |" in long
+    assert len(pd.read_csv(out)) == 2
+    with pytest.raises(ConfigError, match="not a summary column"):
+        sweep.aggregate(str(tmp_path / "runs"), str(out), ["nope"])
