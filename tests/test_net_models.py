@@ -128,3 +128,69 @@ def test_sample_prediction_and_bad_dtype_are_config_errors(tmp_path, pixel_dir):
         DiffusersPixelPrior(pixel_dir, dtype="int8")
     sched = json.loads((tmp_path / "scheduler" / "scheduler_config.json").read_text())
     assert sched["prediction_type"] == "sample"
+
+
+# -- the compute group ---------------------------------------------------------------------------
+class TinyImages:
+    """Seeded smooth random images for a network prior (the harness's dataset interface)."""
+
+    name, split = "tiny_images", "test"
+
+    def __init__(self, prior, n: int = 2, start: int = 0, seed: int = 0, split: str = "test"):
+        self.ids, self.shape, self.seed = list(range(start, start + n)), prior.image_shape, seed
+
+    def batch(self, ids):
+        from tasks.rng import generator, rand
+
+        x = torch.cat([rand([generator("tiny", self.seed, i)], (self.shape[0], 4, 4)) for i in ids]) * 2 - 1
+        return torch.nn.functional.interpolate(x, size=self.shape[1:], mode="bilinear"), [None] * len(ids)
+
+    def describe(self):
+        return {"dataset": self.name, "split": self.split, "dataset_seed": self.seed}
+
+
+def net_cfg(make_cfg, pixel_dir, *overrides):
+    return make_cfg("model=diffusers_pixel", f"model.path={pixel_dir}", "dataset._target_=tests.test_net_models.TinyImages",
+                    "dataset.n=2", "run.num_samples=1", "solver.steps=4", "task.box=6", "compute=cpu", *overrides)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["compute.dtype=float16"], "float16 needs a CUDA device"),
+    (["compute.dtype=float64"], "float64 is for exact priors"),
+    (["compute.dtype=int8"], "compute.dtype=int8 is not supported"),
+    (["compute.compile=maybe"], "compute.compile must be true or false"),
+    (["compute.num_workers=-1"], "num_workers must be >= 0"),
+])
+def test_compute_validation_before_compute(make_cfg, pixel_dir, overrides, message):
+    from harness.build import build_cell
+
+    with pytest.raises(ConfigError, match=message):
+        build_cell(net_cfg(make_cfg, pixel_dir, *overrides))
+
+
+def test_half_dtype_on_the_exact_prior_is_refused(make_cfg):
+    from harness.build import build_cell
+
+    with pytest.raises(ConfigError, match="has no network to run in bfloat16"):
+        build_cell(make_cfg("compute=cpu", "compute.dtype=bfloat16"))
+
+
+def test_float64_exact_prior_run(make_cfg):
+    from harness.runner import run_cell
+
+    s = run_cell(make_cfg("compute=cpu", "compute.dtype=float64", "solver.steps=10", "dataset.n=2",
+                          "run.num_samples=2"))
+    assert s["n_ok"] == 2 and s["dtype"] == "float64" and s["nfe"] == 10
+
+
+def test_bfloat16_network_dps_run_keeps_solver_state_float32(make_cfg, pixel_dir):
+    from harness.build import build_cell
+    from harness.runner import run_cell
+
+    cfg = net_cfg(make_cfg, pixel_dir, "compute.dtype=bfloat16", "compute.channels_last=true")
+    cell = build_cell(cfg)
+    assert cell.dtype == torch.float32 and cell.prior.net_dtype == torch.bfloat16
+    assert next(cell.prior.unet.parameters()).dtype == torch.bfloat16
+    assert cell.prior.describe()["dtype"] == "bfloat16"
+    s = run_cell(cfg)
+    assert s["n_ok"] == 2 and s["nfe"] == 4 and s["vjp"] == 4 and s["dtype"] == "bfloat16"
