@@ -34,7 +34,7 @@ def looks_local(path: str) -> bool:
             or os.path.exists(path))
 
 
-def resolve(path: str, model: str, patterns=("*.json", "*.safetensors", "*.txt", "*.model")) -> Path:
+def resolve(path: str, model: str, patterns=("*.json", "*.safetensors", "*.bin", "*.txt")) -> Path:
     """The local directory holding `path`'s files: itself, or the hub cache's snapshot of it."""
     if not path or path == "???":
         raise ConfigError(f"{model} needs a weights location; set model.path=<hub id or local directory>.")
