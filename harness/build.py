@@ -10,7 +10,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from tasks.errors import ConfigError
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
+HALF = ("bfloat16", "float16")
+SWITCHES = ("compile", "channels_last", "tf32")
 
 
 @dataclass
@@ -57,15 +59,51 @@ def check_run_options(cfg: DictConfig):
         raise ConfigError(f"run.num_samples must be at least 1, got {cfg.run.num_samples}.")
     if cfg.compute.dtype not in DTYPES:
         raise ConfigError(f"compute.dtype={cfg.compute.dtype} is not supported here; use one of {sorted(DTYPES)}.")
+    for key in SWITCHES:
+        if not isinstance(cfg.compute.get(key, False), bool):
+            raise ConfigError(f"compute.{key} must be true or false, got {cfg.compute.get(key)!r}.")
+    if int(cfg.compute.get("num_workers", 0)) < 0:
+        raise ConfigError(f"compute.num_workers must be >= 0, got {cfg.compute.num_workers}.")
+
+
+def _accepts(node: DictConfig, name: str) -> bool:
+    try:
+        return name in inspect.signature(get_object(node._target_)).parameters
+    except Exception:  # noqa: BLE001 - a bad _target_ is reported by instantiate, in its own words
+        return False
+
+
+def check_compute(cfg: DictConfig, device: torch.device) -> dict:
+    """The prior's network dtype against device and model kind; returns the model's extra arguments."""
+    dtype, model = str(cfg.compute.dtype), cfg.get("names", {}).get("model") or "this model"
+    if dtype == "float16" and device.type == "cpu":
+        raise ConfigError("compute.dtype=float16 needs a CUDA device (CPU half-precision convolutions are "
+                          "unsupported or slow); use compute.dtype=bfloat16 or float32 on cpu.")
+    networked = _accepts(cfg.model, "dtype")  # network priors take the dtype to run their network in
+    if networked and dtype == "float64":
+        raise ConfigError(f"model {model} runs its network in float32, bfloat16 or float16, float64 is for exact "
+                          "priors; set compute.dtype=float32.")
+    if not networked and dtype in HALF:
+        raise ConfigError(f"model {model} has no network to run in {dtype}; set compute.dtype=float32 or float64.")
+    return {"dtype": dtype} if networked and "dtype" not in cfg.model else {}
 
 
 def build_cell(cfg: DictConfig) -> Cell:
     check_run_options(cfg)
     device = resolve_device(str(cfg.compute.device))
+    model_extra = check_compute(cfg, device)
     solver = instantiate("solver", cfg.solver)
-    prior = instantiate("model", cfg.model)
+    prior = instantiate("model", cfg.model, **model_extra)
     task = instantiate("task", cfg.task, image_shape=prior.image_shape)
-    dataset = instantiate("dataset", cfg.dataset, prior=prior)
+    workers = {"num_workers": int(cfg.compute.num_workers)} if _accepts(cfg.dataset, "num_workers") else {}
+    dataset = instantiate("dataset", cfg.dataset, prior=prior, **workers)
     solver.check(prior, task)
     prior = prior.to(device)
-    return Cell(prior, task, dataset, solver, device, DTYPES[cfg.compute.dtype])
+    if device.type == "cuda":  # TF32 matmuls/convolutions: faster on Ampere+, ~1e-3 relative error
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = bool(cfg.compute.get("tf32", False))
+    if hasattr(prior, "configure"):
+        prior.configure(compile=bool(cfg.compute.get("compile", False)),
+                        channels_last=bool(cfg.compute.get("channels_last", False)))
+    # solver state, measurements and guidance maths stay in float32 when only the network runs in half
+    state = torch.float32 if cfg.compute.dtype in HALF else DTYPES[cfg.compute.dtype]
+    return Cell(prior, task, dataset, solver, device, state)

@@ -1,0 +1,172 @@
+"""Latent diffusion (Stable Diffusion 1.x/2.x-base layout, or the project's latent digits prior) as a Prior.
+
+Directory (local or hub id), diffusers layout:
+    vae/            AutoencoderKL                 image <-> latent, latent = scaling_factor · E[q(z|x)]
+    unet/           UNet2DConditionModel          ε or v on latents, cross-attending to the condition
+    scheduler/      scheduler_config.json         ᾱ and the prediction type
+    text_encoder/ + tokenizer/                    CLIP: prompt -> encoder hidden states
+ or class_embedding/embeddings.safetensors      tensor `embeddings` [n_classes + 1, seq, dim]: row k is
+                                                class "k", the last row the null (unconditional) condition
+
+Classifier-free guidance (Ho & Salimans 2022): ε̂ = ε̂(∅) + w (ε̂(c) − ε̂(∅)) from one batched UNet
+call on 2B latents, counted as 2 NFE per sample. `embed(prompt)` returns the condition a solver
+passes back as `cond`: {"cond": [n, seq, dim], "uncond": [1, seq, dim]}.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from models.base import Prior, counted
+from models.hub import need_file, net_dtype, resolve, schedule_from
+from tasks.errors import ConfigError
+
+PATTERNS = ("model_index.json", "*/config.json", "*/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors",
+            "tokenizer/*", "scheduler/*", "class_embedding/*")
+
+
+class LatentPrior(Prior):
+    is_latent = True
+
+    def __init__(self, path: str, name: str | None = None, dtype: str = "float32", guidance_scale: float = 1.0):
+        from diffusers import AutoencoderKL, UNet2DConditionModel
+
+        label = f"model {name}" if name else "model"
+        self.net_dtype = net_dtype(dtype, label)
+        if not guidance_scale >= 0:
+            raise ConfigError(f"{label}: guidance_scale must be >= 0, got {guidance_scale}; set model.guidance_scale.")
+        root = resolve(str(path), label, PATTERNS)
+        for sub in ("vae", "unet"):
+            need_file(root / sub / "config.json", label, f"{sub}/config.json")
+        sched = need_file(root / "scheduler" / "scheduler_config.json", label, "scheduler/scheduler_config.json")
+        classes = root / "class_embedding" / "embeddings.safetensors"
+        if not classes.exists():
+            need_file(root / "text_encoder" / "config.json", label,
+                      "text_encoder/config.json (or class_embedding/embeddings.safetensors)")
+            need_file(root / "tokenizer", label, "tokenizer/")
+        abar, prediction = schedule_from(sched, label)
+        try:
+            vae = AutoencoderKL.from_pretrained(str(root / "vae"), torch_dtype=self.net_dtype)
+            unet = UNet2DConditionModel.from_pretrained(str(root / "unet"), torch_dtype=self.net_dtype)
+        except (OSError, ValueError, RuntimeError) as e:
+            raise ConfigError(f"{label}: the VAE/UNet in {str(root)!r} could not be loaded ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:200]}); check the directory's files.") from None
+        if vae.config.latent_channels != unet.config.in_channels:
+            raise ConfigError(f"{label}: VAE latents have {vae.config.latent_channels} channels but the UNet takes "
+                              f"{unet.config.in_channels}; vae/ and unet/ do not belong together.")
+        side = unet.config.sample_size
+        side = tuple(side) if isinstance(side, (tuple, list)) else (side, side)
+        down = 2 ** (len(vae.config.block_out_channels) - 1)  # the VAE's spatial downsampling factor
+        super().__init__(abar, (vae.config.in_channels, side[0] * down, side[1] * down),
+                         state_shape=(unet.config.in_channels, *side), name=name or Path(str(path).rstrip("/")).name)
+        self.prediction = prediction
+        self.vae = vae.eval().requires_grad_(False)
+        self.unet = unet.eval().requires_grad_(False)
+        self.scaling = float(vae.config.scaling_factor)
+        self.shift = float(getattr(vae.config, "shift_factor", None) or 0.0)
+        self.guidance_scale = float(guidance_scale)
+        self.text_encoder = self.tokenizer = None
+        if classes.exists():
+            from safetensors.torch import load_file
+
+            table = load_file(str(classes)).get("embeddings")
+            if table is None or table.dim() != 3 or table.shape[-1] != unet.config.cross_attention_dim:
+                raise ConfigError(f"{label}: {str(classes)!r} must hold `embeddings` [n_classes+1, seq, "
+                                  f"{unet.config.cross_attention_dim}]; re-export the class embeddings.")
+            self.register_buffer("class_embeddings", table.float(), persistent=False)
+        else:
+            from transformers import CLIPTextModel, CLIPTokenizer
+
+            self.class_embeddings = None
+            self.tokenizer = CLIPTokenizer.from_pretrained(str(root / "tokenizer"))
+            self.text_encoder = CLIPTextModel.from_pretrained(str(root / "text_encoder"), dtype=self.net_dtype)
+            self.text_encoder.eval().requires_grad_(False)
+        self.config = {"path": str(path), "dtype": dtype, "guidance_scale": self.guidance_scale,
+                       "conditioning": "class" if classes.exists() else "text"}
+
+    def configure(self, compile: bool = False, channels_last: bool = False):
+        if channels_last:
+            self.unet.to(memory_format=torch.channels_last)
+            self.vae.to(memory_format=torch.channels_last)
+        if compile:
+            self.unet = torch.compile(self.unet)
+        return self
+
+    # -- conditioning ------------------------------------------------------------------------------
+    def _encode_text(self, prompts: list[str]) -> torch.Tensor:
+        device = next(self.text_encoder.parameters()).device
+        ids = self.tokenizer(prompts, padding="max_length", max_length=self.tokenizer.model_max_length,
+                             truncation=True, return_tensors="pt").input_ids.to(device)
+        with torch.no_grad():
+            return self.text_encoder(ids)[0].float()
+
+    def _class_rows(self, prompts: list[str]) -> torch.Tensor:
+        n = self.class_embeddings.shape[0] - 1
+        rows = []
+        for p in prompts:
+            if p == "":
+                rows.append(n)
+            elif not str(p).isdigit() or int(p) >= n:
+                raise ConfigError(f"class prompt {p!r} is not one of the {n} classes '0'..'{n - 1}' (or '' for none).")
+            else:
+                rows.append(int(p))
+        return self.class_embeddings[rows]
+
+    def _states(self, prompts: list[str]) -> torch.Tensor:
+        return self._class_rows(prompts) if self.class_embeddings is not None else self._encode_text(prompts)
+
+    def embed(self, prompt):
+        """Condition for `predict`: a prompt, a class name, or a list of them (one per image); None = unconditional."""
+        if prompt is None:
+            return None
+        prompts = [prompt] if isinstance(prompt, str) else [("" if p is None else str(p)) for p in prompt]
+        return {"cond": self._states(prompts), "uncond": self._states([""])}
+
+    def nfe_per_call(self, cond) -> int:
+        return 2 if self._guided(cond) else 1
+
+    def _guided(self, cond) -> bool:
+        return cond is not None and self.guidance_scale != 1.0
+
+    @staticmethod
+    def _per_sample(h: torch.Tensor, B: int) -> torch.Tensor:
+        """Hidden states for B samples: one row for all, or one row per image repeated for its samples."""
+        if h.shape[0] == B:
+            return h
+        if B % h.shape[0]:
+            raise ConfigError(f"{h.shape[0]} conditions cannot be spread over a batch of {B} samples.")
+        return h.repeat_interleave(B // h.shape[0], dim=0)
+
+    # -- the network -------------------------------------------------------------------------------
+    def network(self, x_t, t, cond=None):
+        B, dt = x_t.shape[0], self.net_dtype
+        if cond is None:
+            cond = self.embed("")
+            cond, guided = cond["uncond"], False
+        else:
+            guided = self._guided(cond)
+            if not guided:
+                cond = cond["cond"]
+        if guided:
+            h = torch.cat([self._per_sample(cond["uncond"], B), self._per_sample(cond["cond"], B)])
+            out = self.unet(torch.cat([x_t, x_t]).to(dt), torch.cat([t, t]),
+                            encoder_hidden_states=h.to(device=x_t.device, dtype=dt)).sample
+            uncond, c = out.float().chunk(2)
+            out = uncond + self.guidance_scale * (c - uncond)
+        else:
+            h = self._per_sample(cond, B).to(device=x_t.device, dtype=dt)
+            out = self.unet(x_t.to(dt), t, encoder_hidden_states=h).sample
+        return out.to(x_t.dtype)
+
+    # -- the autoencoder, counted ------------------------------------------------------------------
+    def encode(self, image):
+        """Latent of an image in [-1,1]: the encoder mean (no sampling), scaled as the UNet was trained."""
+        self.cost.encode += image.shape[0]
+        mean = self.vae.encode(image.to(self.net_dtype)).latent_dist.mean
+        return ((mean.float() - self.shift) * self.scaling).to(image.dtype)
+
+    def decode(self, state):
+        self.cost.decode += state.shape[0]
+        image = self.vae.decode((state / self.scaling + self.shift).to(self.net_dtype)).sample
+        return counted(image.to(state.dtype), self.cost, "decode_vjp")
