@@ -124,13 +124,15 @@ def run_cell(cfg: DictConfig, *, after_batch=None) -> dict:
         bound = task.bind(params).repeat(N).to(cell.device, cell.dtype)
         y_n = y.repeat_interleave(N, 0).to(cell.device, cell.dtype)
         gens = [generator(seed, "solver", i, r, device=cell.device) for i in ids for r in range(N)]
+        # captions (COCO) or class names condition the prior; pixel priors embed to None
+        cond = prior.embed([c for c in captions for _ in range(N)]) if any(c is not None for c in captions) else None
 
         prior.cost.reset()
         if cell.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(cell.device)
         _sync(cell.device)
         t0 = time.perf_counter()
-        x_hat = solver.solve(prior, bound, y_n, gens)
+        x_hat = solver.solve(prior, bound, y_n, gens, cond)
         _sync(cell.device)
         seconds = time.perf_counter() - t0
         n = len(ids) * N
@@ -141,7 +143,7 @@ def run_cell(cfg: DictConfig, *, after_batch=None) -> dict:
         rows = []
         for j, image_id in enumerate(ids):
             post = prior.posterior(task.bind(params).index([j]), y[j: j + 1]) if exact else None
-            rows.append({**protocol, "image_id": str(image_id), "measurement_key": keys[j],
+            rows.append({**protocol, "image_id": str(image_id), "prompt": captions[j], "measurement_key": keys[j],
                          **score_image(x_hat[j], x[j], post, image_id, int(cfg.metrics.n_ref)),
                          **cost, "sec_per_sample": seconds / n, "peak_mem_mb": peak,
                          "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
