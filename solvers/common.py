@@ -80,3 +80,13 @@ def per_sample_norm(r: torch.Tensor) -> torch.Tensor:
     """‖r_i‖₂ for each sample i: guidance norms are never pooled over the batch."""
     return r.flatten(1).norm(dim=1)
 
+
+def levels(T: int, steps: int, spacing: str = "adm") -> list[int]:
+    """Ascending noise levels for inversion: level 0 is clean (t = -1, ᾱ = 1), level `steps` the noisiest."""
+    return [-1] + sorted(timesteps(T, steps, spacing))
+
+
+def ddim_jump(z_i, eps_i, a_i, a_j):
+    """DDIM_{i→j}(z_i) = √ᾱ_j x̂0_i + √(1-ᾱ_j) ε̂_i with x̂0_i from (z_i, ε̂_i): a deterministic jump to level j."""
+    return a_j.sqrt() * x0_from_eps(z_i, eps_i, a_i) + (1 - a_j).sqrt() * eps_i
+
