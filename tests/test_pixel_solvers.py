@@ -14,10 +14,14 @@ import torch
 from metrics.posterior import posterior_metrics
 from models.base import linear_alphas_cumprod
 from models.gmm import ExactPrior, GaussianMixture
+from solvers.daps import DAPS
 from solvers.ddim import DDIM
+from solvers.ddnm import DDNM
+from solvers.diffpir import DiffPIR
 from solvers.ddrm import DDRM
 from solvers.pigdm import PiGDM
 from solvers.pinv import PseudoInverse
+from solvers.reddiff import REDDiff
 from tasks.blur import GaussianBlur
 from tasks.errors import ConfigError
 from tasks.inpaint import BoxInpainting
@@ -163,3 +167,75 @@ def test_pigdm_costs_and_refusals(prior):
 
 def test_pigdm_batch_independent(prior):
     batch_independent(prior, PiGDM(steps=10), TASKS["inpaint"]())
+
+
+# -- DDNM / DDNM+ ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("tname,plus", [("inpaint", False), ("sr4", False), ("inpaint", True), ("sr4", True),
+                                        ("deblur", True)])
+def test_ddnm_beats_prior_and_pinv(prior, tname, plus):
+    """Plain DDNM on circular deblur reproduces A⁺y's noise blow-up (no λ_t): that is DDNM+'s reason to be."""
+    beats_baselines(prior, DDNM(steps=50, plus=plus), tname)
+
+
+def test_ddnm_plus_without_noise_is_ddnm(prior):
+    task = AvgPoolSR(SHAPE, {"sigma": 0.0})
+    _, bound, y = measured(prior, task, [0, 1])
+    a = DDNM(steps=10, plus=True).solve(prior, bound, y, generators(range(2), "n"))
+    b = DDNM(steps=10, plus=False).solve(prior, bound, y, generators(range(2), "n"))
+    assert (a - b).abs().max() < 1e-4
+
+
+def test_ddnm_costs_time_travel_and_refusals(prior):
+    assert cost(prior, DDNM(steps=20)) == (20, 0)
+    assert cost(prior, DDNM(steps=20, travel_length=5, travel_repeat=3)) == (60, 0)  # 4 chunks × 5 steps × 3
+    refuses_phase_retrieval(prior, DDNM(), "linear task")
+    with pytest.raises(ConfigError, match="travel"):
+        DDNM(travel_repeat=0)
+
+
+# -- RED-diff --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("tname", list(TASKS))
+def test_reddiff_beats_prior_and_pinv(prior, tname):
+    beats_baselines(prior, REDDiff(steps=100, lr=0.25), tname)
+
+
+def test_reddiff_costs_and_refusals(prior):
+    assert cost(prior, REDDiff(steps=15)) == (15, 0)  # ε̂ is a stop-gradient term: no backward through it
+    refuses_phase_retrieval(prior, REDDiff(), "init=pinv needs a linear task")
+    REDDiff(init="zeros").check(prior, PhaseRetrieval(SHAPE, SIGMA))  # a nonlinear task is fine otherwise
+    with pytest.raises(ConfigError, match="weighting"):
+        REDDiff(weighting="cubic")
+
+
+def test_reddiff_batch_independent(prior):
+    batch_independent(prior, REDDiff(steps=10), TASKS["inpaint"]())
+
+
+# -- DiffPIR ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("tname,solver", [("inpaint", DiffPIR(steps=20, zeta=1.0)),  # official inpainting setting
+                                          ("sr4", DiffPIR()), ("deblur", DiffPIR())])
+def test_diffpir_beats_prior_and_pinv(prior, tname, solver):
+    beats_baselines(prior, solver, tname)
+
+
+def test_diffpir_costs_and_refusals(prior):
+    assert cost(prior, DiffPIR(steps=20)) == (20, 0)
+    refuses_phase_retrieval(prior, DiffPIR(), "linear task")
+    with pytest.raises(ConfigError, match="zeta"):
+        DiffPIR(zeta=2.0)
+
+
+# -- DAPS ------------------------------------------------------------------------------------------
+SMALL_DAPS = dict(annealing_steps=50, ode_steps=2, langevin_steps=50)  # DAPS-1K is 200 × 5 × 100: too slow here
+
+
+@pytest.mark.parametrize("tname", list(TASKS))
+def test_daps_beats_prior_and_pinv(prior, tname):
+    beats_baselines(prior, DAPS(**SMALL_DAPS), tname)
+
+
+def test_daps_costs_and_refusals(prior):
+    assert cost(prior, DAPS(annealing_steps=6, ode_steps=3, langevin_steps=4)) == (18, 0)  # levels × ODE steps
+    DAPS().check(prior, PhaseRetrieval(SHAPE, SIGMA))  # nonlinear tasks are DAPS's to serve
+    with pytest.raises(ConfigError, match="annealing"):
+        DAPS(annealing_steps=0)
