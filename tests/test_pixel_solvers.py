@@ -17,7 +17,9 @@ from models.gmm import ExactPrior, GaussianMixture
 from solvers.daps import DAPS
 from solvers.ddim import DDIM
 from solvers.ddnm import DDNM
+from solvers.common import dsg_step
 from solvers.diffpir import DiffPIR
+from solvers.dps import DPS
 from solvers.ddrm import DDRM
 from solvers.pigdm import PiGDM
 from solvers.pinv import PseudoInverse
@@ -239,3 +241,36 @@ def test_daps_costs_and_refusals(prior):
     DAPS().check(prior, PhaseRetrieval(SHAPE, SIGMA))  # nonlinear tasks are DAPS's to serve
     with pytest.raises(ConfigError, match="annealing"):
         DAPS(annealing_steps=0)
+
+
+# -- DSG (plug-in to DPS) --------------------------------------------------------------------------
+DSG = {"enabled": True, "rate": 0.2, "interval": 1}
+
+
+@pytest.mark.parametrize("tname", list(TASKS))
+def test_dps_dsg_beats_prior_and_pinv(prior, tname):
+    beats_baselines(prior, DPS(steps=100, dsg=DSG), tname)
+
+
+@pytest.mark.parametrize("steps,interval", [(25, 1), (25, 4), (30, 7)])
+def test_dsg_guides_every_interval_steps(prior, steps, interval):
+    nfe, vjp = cost(prior, DPS(steps=steps, dsg={**DSG, "interval": interval}))
+    assert nfe == steps and vjp == -(-steps // interval)
+
+
+def test_dsg_step_lies_on_the_sphere():
+    """With σ > 0, x - μ has norm √n·σ per sample, whatever the gradient and the rate."""
+    g = generator("sphere")
+    mean, grad, noise = (torch.randn(3, 1, 4, 4, generator=g) for _ in range(3))
+    sigma = torch.tensor([0.1, 0.5, 1.0]).reshape(3, 1, 1, 1)
+    for rate in (0.0, 0.3, 1.0):
+        x = dsg_step(mean, sigma, noise, grad, rate)
+        assert torch.allclose((x - mean).flatten(1).norm(dim=1), 4 * sigma.flatten(), atol=1e-5)
+    assert torch.allclose(dsg_step(mean, sigma, noise, grad, 1.0) - mean,
+                          -4 * sigma * grad / grad.flatten(1).norm(dim=1).reshape(3, 1, 1, 1), atol=1e-5)
+
+
+def test_dsg_refuses_a_deterministic_sampler_and_batches(prior):
+    with pytest.raises(ConfigError, match="DSG"):
+        DPS(eta=0.0, dsg=DSG)
+    batch_independent(prior, DPS(steps=10, dsg={**DSG, "interval": 3}), TASKS["sr4"]())
