@@ -8,7 +8,7 @@ import torch
 
 from tasks.errors import ConfigError
 
-SPACINGS = ("adm", "leading", "trailing", "linspace")
+SPACINGS = ("adm", "leading", "trailing", "linspace", "quad")
 
 
 def timesteps(T: int, steps: int, spacing: str = "adm") -> list[int]:
@@ -18,6 +18,7 @@ def timesteps(T: int, steps: int, spacing: str = "adm") -> list[int]:
     leading  - diffusers "leading" / LDM: i·(T//S), so the last step is 0 and T-1 is not hit
     trailing - diffusers "trailing": round(T - i·T/S) - 1, includes T-1
     linspace - round(linspace(0, T-1, S))
+    quad     - DiffPIR's skip_type 'quad': int(√linspace(0, T², S)), last point T-1 (dense near t = T)
     """
     if not 1 <= steps <= T:
         raise ConfigError(f"steps must be in 1..{T} for this {T}-step prior, got {steps}; set solver.steps.")
@@ -27,6 +28,10 @@ def timesteps(T: int, steps: int, spacing: str = "adm") -> list[int]:
         ts = [i * (T // steps) for i in range(steps)]
     elif spacing == "trailing":
         ts = sorted(round(T - i * T / steps) - 1 for i in range(steps))
+    elif spacing == "quad":
+        ts = torch.linspace(0, float(T) ** 2, steps, dtype=torch.float64).sqrt().long().clamp_max(T - 1).tolist()
+        if len(set(ts)) != len(ts):
+            raise ConfigError(f"the quad grid repeats timesteps at {steps} steps of {T}; use fewer steps or another spacing.")
     elif spacing == "linspace":
         ts = torch.linspace(0, T - 1, steps, dtype=torch.float64).round().long().tolist()
     else:
@@ -90,3 +95,87 @@ def ddim_jump(z_i, eps_i, a_i, a_j):
     """DDIM_{i→j}(z_i) = √ᾱ_j x̂0_i + √(1-ᾱ_j) ε̂_i with x̂0_i from (z_i, ε̂_i): a deterministic jump to level j."""
     return a_j.sqrt() * x0_from_eps(z_i, eps_i, a_i) + (1 - a_j).sqrt() * eps_i
 
+
+
+
+def sample_norm(r: torch.Tensor) -> torch.Tensor:
+    """‖r_i‖ broadcast against r (per sample), for normalising directions."""
+    return per_sample_norm(r).reshape(-1, *([1] * (r.dim() - 1)))
+
+
+def renoise(x_s, a_s, a_t, noise):
+    """A draw of q(x_t | x_s) for t > s: √(ᾱ_t/ᾱ_s) x_s + √(1-ᾱ_t/ᾱ_s) ξ (RePaint/DDNM/FreeDoM time travel)."""
+    return (a_t / a_s).sqrt() * x_s + (1 - a_t / a_s).clamp_min(0).sqrt() * noise
+
+
+def time_travel(steps: list, length: int = 1, repeat: int = 1) -> list:
+    """The walk over grid pairs with time travel: each chunk of `length` consecutive pairs runs `repeat`
+    times, going back to the chunk's start (re-noising) between runs. Items are (t, s): a reverse step
+    when s < t, a re-noising t → s when s > t. length=1, repeat=1 is the plain walk."""
+    if length < 1 or repeat < 1:
+        raise ConfigError(f"time travel needs length >= 1 and repeat >= 1 (got {length}, {repeat}); "
+                          "set solver.travel_length / solver.travel_repeat.")
+    out = []
+    for i in range(0, len(steps), length):
+        chunk = steps[i: i + length]
+        for r in range(repeat):
+            out += chunk
+            if r < repeat - 1:
+                out.append((chunk[-1][1], chunk[0][0]))
+    return out
+
+
+# -- linear algebra through a task's SVD A = U diag(s) Vᵀ -------------------------------------------
+def svd_coefficients(task, y):
+    """(svd, s, ŷ) with s [B|1, d] the singular values padded with zeros to the image dimension d and
+    ŷ = Uᵀy [B, d] padded alike: coefficient i of Vᵀx meets s_i and ŷ_i (s_i = 0: x_i is unobserved)."""
+    svd = task.svd()
+    if svd is None:
+        raise ConfigError(f"task {task.name} has no SVD on these images; choose a task with one or another solver.")
+    d = y.new_zeros(1, *task.image_shape).numel()
+    s = svd.singulars().to(y)
+    uy = svd.Ut(y)[:, : s.shape[1]]
+    return svd, torch.nn.functional.pad(s, (0, d - s.shape[1])), torch.nn.functional.pad(uy, (0, d - s.shape[1]))
+
+
+def safe_div(a, b):
+    """a / b where b ≠ 0, else 0 (unobserved coefficients)."""
+    return torch.where(b != 0, a / torch.where(b != 0, b, torch.ones_like(b)), torch.zeros_like(a))
+
+
+def conjugate_gradient(op, b, iters: int = 50, tol: float = 1e-6):
+    """Solve op(x) = b for a symmetric positive definite op, per sample (each sample has its own α, β
+    and stops contributing once its residual is below tol·‖b‖)."""
+    x = torch.zeros_like(b)
+    r = b.clone()
+    p = r.clone()
+    rr = r.flatten(1).square().sum(1)
+    stop = tol ** 2 * rr.clamp_min(torch.finfo(b.dtype).tiny)
+    shape = (-1, *([1] * (b.dim() - 1)))
+    for _ in range(iters):
+        active = rr > stop
+        if not active.any():
+            break
+        q = op(p)
+        pq = (p * q).flatten(1).sum(1)
+        alpha = torch.where(active, rr / torch.where(pq > 0, pq, torch.ones_like(pq)), torch.zeros_like(rr))
+        x = x + alpha.reshape(shape) * p
+        r = r - alpha.reshape(shape) * q
+        rr_new = r.flatten(1).square().sum(1)
+        beta = torch.where(active, rr_new / rr.clamp_min(torch.finfo(b.dtype).tiny), torch.zeros_like(rr))
+        p = r + beta.reshape(shape) * p
+        rr = torch.where(active, rr_new, rr)
+    return x
+
+
+def dsg_step(mean, sigma, noise, grad, rate: float):
+    """DSG (Yang et al., ICML 2024): the guided sample on the sphere of radius r = √n·σ around the
+    unconditional step mean: d* = -r g/‖g‖, d_s = σξ, d = d_s + rate·(d* - d_s), x = μ + r d/‖d‖
+    (n = values per sample; all norms per sample)."""
+    n = mean[0].numel()
+    r = (n ** 0.5) * sigma
+    tiny = torch.finfo(mean.dtype).tiny
+    d_star = -r * grad / sample_norm(grad).clamp_min(tiny)
+    d_s = sigma * noise
+    d = d_s + rate * (d_star - d_s)
+    return mean + r * d / sample_norm(d).clamp_min(tiny)

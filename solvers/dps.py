@@ -6,6 +6,10 @@
         x'_s = ancestral/DDIM step from x_t with x̂0  (η = 1: DDPM ancestral, the paper's sampler)
         x_s = x'_s − step · ∇_{x_t} ‖y − A(D(x̂0))‖   (1 VJP through the network)
 
+DSG plug-in (`dsg={"enabled": true, "rate": g_r, "interval": k}`; Yang et al., ICML 2024): on every k-th
+step (index 0, k, 2k, …) the guided sample is put on the sphere of radius √n·σ_t around the step mean
+(`common.dsg_step`), and `scale`/`form` are unused; other steps are unguided and cost no VJP.
+
 Step size forms, both per sample:
     code   step = scale · ∇‖r‖            (official repository: plain norm, `scale` from its configs)
     paper  step = ζ'/‖r‖ · ∇‖r‖²           (paper, App. C); identical to `code` with scale = 2ζ'
@@ -15,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from solvers.base import Solver
-from solvers.common import ddim_step, eps_from_x0, pairs, per_sample_norm, timesteps
+from solvers.common import ddim_sigma, ddim_step, dsg_step, eps_from_x0, pairs, per_sample_norm, timesteps
 from tasks.errors import ConfigError
 from tasks.rng import randn
 
@@ -26,13 +30,17 @@ class DPS(Solver):
     name = "dps"
 
     def __init__(self, steps: int = 1000, scale: float = 0.5, form: str = "code", eta: float = 1.0,
-                 clip_x0: bool = True, spacing: str = "adm"):
+                 clip_x0: bool = True, spacing: str = "adm", dsg: dict | None = None):
         if form not in FORMS:
             raise ConfigError(f"DPS step-size form must be one of {FORMS}, not {form!r}; set solver.form.")
         if not scale >= 0:
             raise ConfigError(f"DPS scale must be >= 0, got {scale}; set solver.scale.")
         self.steps, self.scale, self.form, self.eta = int(steps), float(scale), form, float(eta)
         self.clip_x0, self.spacing = bool(clip_x0), spacing
+        self.dsg = {"enabled": False, "rate": 0.2, "interval": 1, **dict(dsg or {})}
+        if self.dsg["enabled"] and not (0 <= self.dsg["rate"] <= 1 and int(self.dsg["interval"]) >= 1 and self.eta > 0):
+            raise ConfigError("DSG needs 0 <= dsg.rate <= 1, dsg.interval >= 1 and eta > 0 (the sphere's radius is "
+                              "√n·σ_t); set solver.dsg.rate / solver.dsg.interval / solver.eta.")
 
     def guidance(self, x_t, x0, task, y, prior):
         """The data-consistency step for each sample (needs x0 to carry the graph back to x_t)."""
@@ -46,17 +54,32 @@ class DPS(Solver):
 
     def solve(self, prior, task, y, gens, cond=None):
         x = self.initial_noise(prior, gens, y)
-        for t, s in pairs(timesteps(prior.T, self.steps, self.spacing)):
-            x = x.detach().requires_grad_(True)
+        dsg = self.dsg["enabled"]
+        for i, (t, s) in enumerate(pairs(timesteps(prior.T, self.steps, self.spacing))):
+            guided = not dsg or i % int(self.dsg["interval"]) == 0
+            x = x.detach().requires_grad_(guided)
             a_t, a_s = prior.abar(t, x), prior.abar(s, x)
-            with torch.enable_grad():
+            with torch.set_grad_enabled(guided):
                 eps, x0 = prior.predict(x, t, cond)
                 if self.clip_x0:
                     x0 = x0.clamp(-1, 1)
-                step = self.guidance(x, x0, task, y, prior)
+                if dsg and guided:
+                    (grad,) = torch.autograd.grad(per_sample_norm(y - task.A(prior.decode(x0))).sum(), x)
+                elif guided:
+                    step = self.guidance(x, x0, task, y, prior)
             with torch.no_grad():
                 x0 = x0.detach()
                 eps = eps_from_x0(x, x0, a_t) if self.clip_x0 else eps.detach()
                 noise = randn(gens, x.shape[1:], dtype=x.dtype, device=x.device) if self.eta > 0 and s >= 0 else None
-                x = ddim_step(x.detach(), eps, x0, a_t, a_s, self.eta, noise) - step
+                if not dsg:
+                    x = ddim_step(x.detach(), eps, x0, a_t, a_s, self.eta, noise) - step
+                    continue
+                mean = ddim_step(x.detach(), eps, x0, a_t, a_s, self.eta, None)
+                sigma = ddim_sigma(a_t, a_s, self.eta)
+                if noise is None:
+                    x = mean
+                elif guided:
+                    x = dsg_step(mean, sigma, noise, grad, float(self.dsg["rate"]))
+                else:
+                    x = mean + sigma * noise
         return prior.decode(x.detach())
