@@ -26,6 +26,7 @@ SOLVERS = [
     ("daps (50×2, 50 Langevin)", "daps", {"*": ["solver.annealing_steps=50", "solver.ode_steps=2",
                                                 "solver.langevin_steps=50"],
                                           "inpaint_box": ["solver.lr=5e-5"]}),  # official box-inpainting lr
+    ("freedom", "freedom", {}), ("mcg", "mcg", {}),
 ]
 BASE = ["dataset=gmm", "model=gmm", "run.num_samples=16", "dataset.n=8", "metrics.n_ref=512",
         "run.root=results/runs", "run.leaderboard=results/gmm_leaderboard.csv", "run.progress=false"]

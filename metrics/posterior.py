@@ -46,7 +46,7 @@ def posterior_metrics(samples: torch.Tensor, posterior, image_id, *, n_ref: int 
     dirs = random_directions(d, n_directions, image_id)
     ref = _sorted_projections(posterior.sample(n_ref, generator("posterior-reference", image_id)), dirs)
     exact_n = posterior.sample(n, generator("posterior-floor", image_id))
-    tr = float(posterior.covariance.diagonal().sum())
+    tr = max(float(posterior.covariance.diagonal().sum()), 0.0)  # noiseless, full-rank A: zero up to round-off
     out = {
         "mean_err": float((x.mean(0) - posterior.mean).square().mean().sqrt()),
         "mean_err_floor": math.sqrt(tr / (d * n)),
