@@ -164,7 +164,7 @@ class LatentPrior(Prior):
         """Latent of an image in [-1,1]: the encoder mean (no sampling), scaled as the UNet was trained."""
         self.cost.encode += image.shape[0]
         mean = self.vae.encode(image.to(self.net_dtype)).latent_dist.mean
-        return ((mean.float() - self.shift) * self.scaling).to(image.dtype)
+        return counted(((mean.float() - self.shift) * self.scaling).to(image.dtype), self.cost, "encode_vjp")
 
     def decode(self, state):
         self.cost.decode += state.shape[0]

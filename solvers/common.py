@@ -90,3 +90,23 @@ def ddim_jump(z_i, eps_i, a_i, a_j):
     """DDIM_{i→j}(z_i) = √ᾱ_j x̂0_i + √(1-ᾱ_j) ε̂_i with x̂0_i from (z_i, ε̂_i): a deterministic jump to level j."""
     return a_j.sqrt() * x0_from_eps(z_i, eps_i, a_i) + (1 - a_j).sqrt() * eps_i
 
+
+
+BACKPROJECTIONS = ("pinv", "adjoint")
+
+
+def backproject(task, y, how: str = "pinv"):
+    """An image consistent with y: A⁺y (pseudo-inverse) or Aᵀy (adjoint). For masks they coincide; for
+    average-pooling SR Aᵀ = A⁺/f², so only A⁺ gives A(x) = y."""
+    return task.pinv(y) if how == "pinv" else task.At(y)
+
+
+def check_backprojection(how: str, solver: str):
+    if how not in BACKPROJECTIONS:
+        raise ConfigError(f"{solver}: backprojection must be one of {BACKPROJECTIONS}, not {how!r}; "
+                          "set solver.backprojection.")
+
+
+def inf_norm(r: torch.Tensor) -> torch.Tensor:
+    """‖r_i‖_∞ per sample, shaped to broadcast against r."""
+    return r.flatten(1).abs().amax(dim=1).reshape(-1, *([1] * (r.dim() - 1)))

@@ -6,6 +6,10 @@
         x'_s = ancestral/DDIM step from x_t with x̂0  (η = 1: DDPM ancestral, the paper's sampler)
         x_s = x'_s − step · ∇_{x_t} ‖y − A(D(x̂0))‖   (1 VJP through the network)
 
+On a latent prior (latent DPS) the state is z, D is the VAE decoder and the gradient flows through
+D and the UNet: 1 NFE + 1 UNet VJP + 1 decode + 1 decoder VJP per step. `clip_x0` clips only pixel
+x̂0: latents are not confined to [-1,1], so clipping them would distort x̂0 (PSLD does not clip).
+
 Step size forms, both per sample:
     code   step = scale · ∇‖r‖            (official repository: plain norm, `scale` from its configs)
     paper  step = ζ'/‖r‖ · ∇‖r‖²           (paper, App. C); identical to `code` with scale = 2ζ'
@@ -48,15 +52,16 @@ class DPS(Solver):
         x = self.initial_noise(prior, gens, y)
         for t, s in pairs(timesteps(prior.T, self.steps, self.spacing)):
             x = x.detach().requires_grad_(True)
+            clip = self.clip_x0 and not prior.is_latent
             a_t, a_s = prior.abar(t, x), prior.abar(s, x)
             with torch.enable_grad():
                 eps, x0 = prior.predict(x, t, cond)
-                if self.clip_x0:
+                if clip:
                     x0 = x0.clamp(-1, 1)
                 step = self.guidance(x, x0, task, y, prior)
             with torch.no_grad():
                 x0 = x0.detach()
-                eps = eps_from_x0(x, x0, a_t) if self.clip_x0 else eps.detach()
+                eps = eps_from_x0(x, x0, a_t) if clip else eps.detach()
                 noise = randn(gens, x.shape[1:], dtype=x.dtype, device=x.device) if self.eta > 0 and s >= 0 else None
                 x = ddim_step(x.detach(), eps, x0, a_t, a_s, self.eta, noise) - step
         return prior.decode(x.detach())

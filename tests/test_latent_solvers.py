@@ -1,0 +1,71 @@
+"""Latent-diffusion solvers on a tiny random SD-layout prior (class-embedding table, 3×16×16 images,
+4×8×8 latents): shapes, finiteness, cost counts against each solver's definition, refusals, batch
+independence. Random networks say nothing about quality; quality tables need a trained latent prior."""
+import pytest
+import torch
+
+from models.latent import LatentPrior
+from solvers.dps import DPS
+from tasks.errors import ConfigError
+from tasks.inpaint import BoxInpainting
+from tasks.rng import generators
+from tasks.sr import AvgPoolSR
+from tests.test_latent import DIM, save_parts, tiny_parts
+
+SIGMA = {"sigma": 0.05}
+SHAPE = (3, 16, 16)
+
+
+@pytest.fixture(scope="module")
+def latent(tmp_path_factory):
+    from safetensors.torch import save_file
+
+    d = tmp_path_factory.mktemp("tiny_latent")
+    save_parts(d, *tiny_parts(seed=3))
+    (d / "class_embedding").mkdir()
+    save_file({"embeddings": torch.randn(11, 4, DIM, generator=torch.Generator().manual_seed(0))},
+              str(d / "class_embedding" / "embeddings.safetensors"))
+    return LatentPrior(str(d), name="tiny_latent")
+
+
+def measured(task, ids, seed=0):
+    x = torch.rand(len(ids), *SHAPE, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+    bound = task.bind(task.draw(ids, seed))
+    return bound, bound.measure(x, generators(ids, "noise"))
+
+
+TASKS = {"inpaint": lambda: BoxInpainting(SHAPE, SIGMA, box=8, margin=1), "sr": lambda: AvgPoolSR(SHAPE, SIGMA, factor=4)}
+
+
+def run(solver, prior, kind, n=2, cond=None):
+    bound, y = measured(TASKS[kind](), list(range(n)))
+    solver.check(prior, bound)
+    prior.cost.reset()
+    x = solver.solve(prior, bound, y, generators(range(n), "s"), cond)
+    assert x.shape == (n, *SHAPE) and torch.isfinite(x).all()
+    return x, {k: v / n for k, v in prior.cost.snapshot().items()}
+
+
+def batch_independent(solver, prior, kind, n=3):
+    """Sample i's output does not depend on which other samples share its batch."""
+    bound, y = measured(TASKS[kind](), list(range(n)))
+    full = solver.solve(prior, bound, y, generators(range(n), "b"))
+    one = solver.solve(prior, bound.index([1]), y[1:2], generators([1], "b"))
+    assert (full[1:2] - one).abs().max() <= 1e-5
+
+
+# -- latent DPS ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["inpaint", "sr"])
+def test_latent_dps_guides_through_decoder_and_counts(latent, kind):
+    steps = 3
+    _, c = run(DPS(steps=steps, scale=0.5), latent, kind)
+    assert c == {"nfe": steps, "vjp": steps, "encode": 0, "decode": steps + 1, "decode_vjp": steps, "encode_vjp": 0}
+
+
+def test_latent_dps_does_not_clip_latents(latent):
+    """On a latent prior clip_x0 has no effect (latents are not in [-1,1]); guidance is non-zero."""
+    bound, y = measured(TASKS["inpaint"](), [0])
+    a = DPS(steps=3, scale=0.5, clip_x0=True).solve(latent, bound, y, generators([0], "c"))
+    b = DPS(steps=3, scale=0.5, clip_x0=False).solve(latent, bound, y, generators([0], "c"))
+    free = DPS(steps=3, scale=0.0).solve(latent, bound, y, generators([0], "c"))
+    assert torch.equal(a, b) and not torch.allclose(a, free)
