@@ -6,6 +6,7 @@ import torch
 
 from models.latent import LatentPrior
 from solvers.dps import DPS
+from solvers.psld import PSLD
 from tasks.errors import ConfigError
 from tasks.inpaint import BoxInpainting
 from tasks.rng import generators
@@ -69,3 +70,51 @@ def test_latent_dps_does_not_clip_latents(latent):
     b = DPS(steps=3, scale=0.5, clip_x0=False).solve(latent, bound, y, generators([0], "c"))
     free = DPS(steps=3, scale=0.0).solve(latent, bound, y, generators([0], "c"))
     assert torch.equal(a, b) and not torch.allclose(a, free)
+
+
+def refuses_pixel_prior(solver, prior):
+    """Pixel priors are refused by check(), before any compute."""
+    task = BoxInpainting((1, 16, 16), SIGMA).bind(BoxInpainting((1, 16, 16), SIGMA).draw([0], 0))
+    with pytest.raises(ConfigError, match="latent prior"):
+        solver.check(prior, task)
+
+
+# -- PSLD ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["inpaint", "sr"])
+def test_psld_counts(latent, kind):
+    steps = 3
+    _, c = run(PSLD(steps=steps, omega=1.0, gamma=0.1), latent, kind)
+    assert c == {"nfe": steps, "vjp": steps, "encode": steps, "decode": steps + 1, "decode_vjp": steps,
+                 "encode_vjp": steps}
+    _, c = run(PSLD(steps=steps, gamma=0.0), latent, kind)  # no gluing: no encoder at all
+    assert c["encode"] == c["encode_vjp"] == 0 and c["nfe"] == c["vjp"] == c["decode_vjp"] == steps
+
+
+def test_psld_without_gluing_is_latent_dps_and_gluing_matters(latent):
+    bound, y = measured(TASKS["sr"](), [0, 1])
+    g = generators(range(2), "p")
+    psld = PSLD(steps=4, omega=0.3, gamma=0.0).solve(latent, bound, y, g)
+    dps = DPS(steps=4, scale=0.3, eta=0.0, spacing="leading").solve(latent, bound, y, generators(range(2), "p"))
+    assert torch.allclose(psld, dps, atol=1e-6)
+    glued = PSLD(steps=4, omega=0.3, gamma=1.0).solve(latent, bound, y, generators(range(2), "p"))
+    assert not torch.allclose(psld, glued, atol=1e-4)
+
+
+def test_psld_backprojections_coincide_for_masks(latent):
+    bound, y = measured(TASKS["inpaint"](), [0])
+    a = PSLD(steps=2, backprojection="pinv").solve(latent, bound, y, generators([0], "q"))
+    b = PSLD(steps=2, backprojection="adjoint").solve(latent, bound, y, generators([0], "q"))
+    assert torch.allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["inpaint", "sr"])
+def test_psld_batch_independent(latent, kind):
+    batch_independent(PSLD(steps=2, gamma=0.5, eta=0.5), latent, kind)
+
+
+def test_psld_refusals(prior):
+    refuses_pixel_prior(PSLD(), prior)
+    with pytest.raises(ConfigError, match="backprojection"):
+        PSLD(backprojection="transpose")
+    with pytest.raises(ConfigError, match="weights"):
+        PSLD(gamma=-1)
