@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from models.latent import LatentPrior
+from solvers.ddim import DDIM
 from solvers.dps import DPS
+from solvers.graikos import Graikos
 from solvers.psld import PSLD
 from tasks.errors import ConfigError
 from tasks.inpaint import BoxInpainting
@@ -47,9 +49,22 @@ def run(solver, prior, kind, n=2, cond=None):
     return x, {k: v / n for k, v in prior.cost.snapshot().items()}
 
 
-def batch_independent(solver, prior, kind, n=3):
+@pytest.fixture(scope="module")
+def latent64(latent):
+    """The same prior in float64: finite-difference quotients divide the network's batch-size-dependent
+    float32 rounding (~1e-7) by the probe size, so batch independence of Graikos is checked in float64."""
+    import copy
+
+    p = copy.deepcopy(latent)
+    p.vae.double(), p.unet.double()
+    p.net_dtype = torch.float64
+    return p
+
+
+def batch_independent(solver, prior, kind, n=3, dtype=torch.float32):
     """Sample i's output does not depend on which other samples share its batch."""
     bound, y = measured(TASKS[kind](), list(range(n)))
+    bound, y = bound.to("cpu", dtype), y.to(dtype)
     full = solver.solve(prior, bound, y, generators(range(n), "b"))
     one = solver.solve(prior, bound.index([1]), y[1:2], generators([1], "b"))
     assert (full[1:2] - one).abs().max() <= 1e-5
@@ -118,3 +133,51 @@ def test_psld_refusals(prior):
         PSLD(backprojection="transpose")
     with pytest.raises(ConfigError, match="weights"):
         PSLD(gamma=-1)
+
+
+# -- Graikos et al. (inexact Newton, finite-difference JVP) ----------------------------------------
+def test_graikos_inpainting_counts_zero_unet_vjps(latent):
+    steps, n_inner = 2, 3
+    _, c = run(Graikos(steps=steps, n_inner=n_inner), latent, "inpaint")  # auto -> latent mask direction
+    assert c == {"nfe": steps * (1 + 2 * n_inner), "vjp": 0, "encode": 1, "decode": 1, "decode_vjp": 0,
+                 "encode_vjp": 0}
+
+
+def test_graikos_sr_counts_decoder_vjps_only(latent):
+    steps, n_inner = 2, 3
+    _, c = run(Graikos(steps=steps, n_inner=n_inner, lr_start=0.1, lr_end=0.1), latent, "sr")  # decoder direction
+    assert c == {"nfe": steps * (1 + 2 * n_inner), "vjp": 0, "encode": 0, "decode": steps * n_inner + 1,
+                 "decode_vjp": steps * n_inner, "encode_vjp": 0}
+    _, c = run(Graikos(steps=steps, n_inner=1, direction="decoder"), latent, "inpaint")
+    assert c["vjp"] == 0 and c["decode_vjp"] == steps
+
+
+def test_graikos_without_inner_steps_is_ancestral_ddim(latent):
+    bound, y = measured(TASKS["inpaint"](), [0, 1])
+    a = Graikos(steps=4, n_inner=0, variance="ddim").solve(latent, bound, y, generators(range(2), "g"))
+    b = DDIM(steps=4, eta=1.0, spacing="leading").solve(latent, bound, y, generators(range(2), "g"))
+    assert torch.allclose(a, b, atol=1e-6)
+    guided = Graikos(steps=4, n_inner=2, variance="ddim").solve(latent, bound, y, generators(range(2), "g"))
+    assert not torch.allclose(a, guided, atol=1e-4)
+
+
+def test_graikos_latent_mask_keeps_only_fully_observed_patches(latent):
+    bound, y = measured(TASKS["inpaint"](), [0])
+    m = bound.A(torch.ones_like(y))[:, :1]
+    m_z = Graikos.latent_mask(bound, y, latent)
+    assert m_z.shape == (1, 4, 8, 8)
+    assert torch.equal(m_z[:, :1], (torch.nn.functional.avg_pool2d(m, 2) == 1).float())
+    assert 0 < m_z.mean() < 1
+
+
+@pytest.mark.parametrize("kind", ["inpaint", "sr"])
+def test_graikos_batch_independent(latent64, kind):
+    batch_independent(Graikos(steps=2, n_inner=2), latent64, kind, dtype=torch.float64)
+
+
+def test_graikos_refusals(prior, latent):
+    refuses_pixel_prior(Graikos(), prior)
+    with pytest.raises(ConfigError, match="mask task"):
+        Graikos(direction="mask").check(latent, TASKS["sr"]().bind({}))
+    with pytest.raises(ConfigError, match="direction"):
+        Graikos(direction="newton")
