@@ -9,9 +9,10 @@ from solvers.ddim import DDIM
 from solvers.dps import DPS
 from solvers.graikos import Graikos
 from solvers.psld import PSLD
+from solvers.stsl import STSL
 from tasks.errors import ConfigError
 from tasks.inpaint import BoxInpainting
-from tasks.rng import generators
+from tasks.rng import generators, randn
 from tasks.sr import AvgPoolSR
 from tests.test_latent import DIM, save_parts, tiny_parts
 
@@ -181,3 +182,48 @@ def test_graikos_refusals(prior, latent):
         Graikos(direction="mask").check(latent, TASKS["sr"]().bind({}))
     with pytest.raises(ConfigError, match="direction"):
         Graikos(direction="newton")
+
+
+# -- STSL ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["inpaint", "sr"])
+def test_stsl_counts(latent, kind):
+    S, K = 2, 2
+    _, c = run(STSL(steps=S, inner=K), latent, kind)  # trace term on, forward-noised E(A⁺y) start, fresh ε̂
+    assert c == {"nfe": S * (2 * K + 1), "vjp": S * 2 * K, "encode": 1, "decode": S * K + 1, "decode_vjp": S * K,
+                 "encode_vjp": 0}
+    _, c = run(STSL(steps=S, inner=K, trace_weight=0.0, ddim_eps="last", init="noise"), latent, kind)
+    assert c["nfe"] == S * K and c["vjp"] == S * K and c["encode"] == 0 and c["decode_vjp"] == S * K
+    _, c = run(STSL(steps=S, inner=K, init="inversion"), latent, kind)  # + S NFEs of DDIM inversion
+    assert c["nfe"] == S * (2 * K + 1) + S and c["vjp"] == S * 2 * K
+
+
+def test_stsl_probe_term_is_the_hutchinson_quadratic_form(latent64):
+    """With a small probe scale c, εᵀ(s(z+ε) − s(z))/c² = ξᵀ(∂s/∂z)ξ, whose mean over ξ is tr ∇² log p_t."""
+    bound, y = measured(TASKS["inpaint"](), [0, 1])
+    bound, y = bound.to("cpu", torch.float64), y.double()
+    z, t, d = torch.randn(2, 4, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(5)), 500, 4 * 8 * 8
+    solver = STSL(lam=0.0, trace_weight=float(d), probe_scale=1e-6)
+    got, _ = solver.loss(z, t, bound, y, latent64, generators(range(2), "h"), None)
+    xi = randn(generators(range(2), "h"), (4, 8, 8), dtype=torch.float64)
+    h = latent64.embed("")["uncond"].double().expand(2, -1, -1)
+    sd = (1 - latent64.alphas_cumprod[t]).sqrt()
+    score = lambda x: -latent64.unet(x, torch.full((2,), t), encoder_hidden_states=h).sample / sd  # noqa: E731
+    zg = z.clone().requires_grad_(True)
+    (jt_xi,) = torch.autograd.grad(score(zg), zg, grad_outputs=xi)  # ξᵀJξ = ξᵀ(Jᵀξ): one VJP suffices
+    assert torch.allclose(got, (xi * jt_xi).flatten(1).sum(1), rtol=1e-4)
+
+
+def test_stsl_batch_independent_and_first_order_limit(latent):
+    batch_independent(STSL(steps=2, inner=2), latent, "sr")
+    bound, y = measured(TASKS["sr"](), [0])
+    a = STSL(steps=2, inner=1, trace_weight=0.0).solve(latent, bound, y, generators([0], "f"))
+    b = STSL(steps=2, inner=1, trace_weight=0.5).solve(latent, bound, y, generators([0], "f"))
+    assert not torch.allclose(a, b, atol=1e-5)  # the trace term moves the latent
+
+
+def test_stsl_refusals(prior):
+    refuses_pixel_prior(STSL(), prior)
+    with pytest.raises(ConfigError, match="init"):
+        STSL(init="ddpm")
+    with pytest.raises(ConfigError, match="probe_scale"):
+        STSL(probe_scale=0.0)
