@@ -39,7 +39,10 @@ class PSLD(Solver):
         check_backprojection(backprojection, "PSLD")
         self.steps, self.omega, self.gamma, self.eta = int(steps), float(omega), float(gamma), float(eta)
         self.backprojection, self.spacing = backprojection, spacing
-        self.needs = frozenset({"latent", "linear"} | ({"svd"} if backprojection == "pinv" else set()))
+
+    @property
+    def needs(self) -> frozenset:
+        return frozenset({"latent", "linear"} | ({"svd"} if self.backprojection == "pinv" else set()))
 
     def loss(self, z0, task, y, prior):
         """ω‖y − A D(ẑ0)‖ + γ‖ẑ0 − E(By + (I − BA) D(ẑ0))‖, summed over samples (each term per sample)."""

@@ -51,8 +51,12 @@ class STSL(Solver):
         self.steps, self.inner, self.lam, self.trace_weight = int(steps), int(inner), float(lam), float(trace_weight)
         self.probe_scale, self.data_norm, self.init, self.ddim_eps = float(probe_scale), data_norm, init, ddim_eps
         self.backprojection, self.spacing = backprojection, spacing
-        needs = {"latent"} if init == "noise" else {"latent", "linear"} | ({"svd"} if backprojection == "pinv" else set())
-        self.needs = frozenset(needs)
+
+    @property
+    def needs(self) -> frozenset:
+        if self.init == "noise":
+            return frozenset({"latent"})
+        return frozenset({"latent", "linear"} | ({"svd"} if self.backprojection == "pinv" else set()))
 
     def start(self, prior, task, y, gens, cond, ts):
         if self.init == "noise":
