@@ -20,6 +20,7 @@ class Cost:
     encode: float = 0
     decode: float = 0
     decode_vjp: float = 0
+    encode_vjp: float = 0
 
     def reset(self):
         for f in fields(self):

@@ -10,7 +10,8 @@ Directory (local or hub id), diffusers layout:
 
 Classifier-free guidance (Ho & Salimans 2022): ε̂ = ε̂(∅) + w (ε̂(c) − ε̂(∅)) from one batched UNet
 call on 2B latents, counted as 2 NFE per sample. `embed(prompt)` returns the condition a solver
-passes back as `cond`: {"cond": [n, seq, dim], "uncond": [1, seq, dim]}.
+passes back as `cond`: {"cond": [n, seq, dim], "uncond": [1, seq, dim]}; a solver may add "scale" to
+override the model's guidance scale for that call (1: the conditional branch alone, 1 NFE).
 """
 from __future__ import annotations
 
@@ -126,8 +127,12 @@ class LatentPrior(Prior):
     def nfe_per_call(self, cond) -> int:
         return 2 if self._guided(cond) else 1
 
+    def _scale(self, cond) -> float:
+        """The CFG scale: the model's, unless the condition carries its own `scale` (1 = conditional only)."""
+        return float(cond.get("scale", self.guidance_scale)) if isinstance(cond, dict) else self.guidance_scale
+
     def _guided(self, cond) -> bool:
-        return cond is not None and self.guidance_scale != 1.0
+        return cond is not None and self._scale(cond) != 1.0
 
     @staticmethod
     def _per_sample(h: torch.Tensor, B: int) -> torch.Tensor:
@@ -153,7 +158,7 @@ class LatentPrior(Prior):
             out = self.unet(torch.cat([x_t, x_t]).to(dt), torch.cat([t, t]),
                             encoder_hidden_states=h.to(device=x_t.device, dtype=dt)).sample
             uncond, c = out.float().chunk(2)
-            out = uncond + self.guidance_scale * (c - uncond)
+            out = uncond + self._scale(cond) * (c - uncond)
         else:
             h = self._per_sample(cond, B).to(device=x_t.device, dtype=dt)
             out = self.unet(x_t.to(dt), t, encoder_hidden_states=h).sample
@@ -164,7 +169,7 @@ class LatentPrior(Prior):
         """Latent of an image in [-1,1]: the encoder mean (no sampling), scaled as the UNet was trained."""
         self.cost.encode += image.shape[0]
         mean = self.vae.encode(image.to(self.net_dtype)).latent_dist.mean
-        return ((mean.float() - self.shift) * self.scaling).to(image.dtype)
+        return counted(((mean.float() - self.shift) * self.scaling).to(image.dtype), self.cost, "encode_vjp")
 
     def decode(self, state):
         self.cost.decode += state.shape[0]

@@ -179,3 +179,23 @@ def dsg_step(mean, sigma, noise, grad, rate: float):
     d_s = sigma * noise
     d = d_s + rate * (d_star - d_s)
     return mean + r * d / sample_norm(d).clamp_min(tiny)
+
+
+BACKPROJECTIONS = ("pinv", "adjoint")
+
+
+def backproject(task, y, how: str = "pinv"):
+    """An image consistent with y: A⁺y (pseudo-inverse) or Aᵀy (adjoint). For masks they coincide; for
+    average-pooling SR Aᵀ = A⁺/f², so only A⁺ gives A(x) = y."""
+    return task.pinv(y) if how == "pinv" else task.At(y)
+
+
+def check_backprojection(how: str, solver: str):
+    if how not in BACKPROJECTIONS:
+        raise ConfigError(f"{solver}: backprojection must be one of {BACKPROJECTIONS}, not {how!r}; "
+                          "set solver.backprojection.")
+
+
+def inf_norm(r: torch.Tensor) -> torch.Tensor:
+    """‖r_i‖_∞ per sample, shaped to broadcast against r."""
+    return r.flatten(1).abs().amax(dim=1).reshape(-1, *([1] * (r.dim() - 1)))

@@ -10,6 +10,10 @@ DSG plug-in (`dsg={"enabled": true, "rate": g_r, "interval": k}`; Yang et al., I
 step (index 0, k, 2k, …) the guided sample is put on the sphere of radius √n·σ_t around the step mean
 (`common.dsg_step`), and `scale`/`form` are unused; other steps are unguided and cost no VJP.
 
+On a latent prior (latent DPS) the state is z, D is the VAE decoder and the gradient flows through
+D and the UNet: 1 NFE + 1 UNet VJP + 1 decode + 1 decoder VJP per step. `clip_x0` clips only pixel
+x̂0: latents are not confined to [-1,1], so clipping them would distort x̂0 (PSLD does not clip).
+
 Step size forms, both per sample:
     code   step = scale · ∇‖r‖            (official repository: plain norm, `scale` from its configs)
     paper  step = ζ'/‖r‖ · ∇‖r‖²           (paper, App. C); identical to `code` with scale = 2ζ'
@@ -55,13 +59,14 @@ class DPS(Solver):
     def solve(self, prior, task, y, gens, cond=None):
         x = self.initial_noise(prior, gens, y)
         dsg = self.dsg["enabled"]
+        clip = self.clip_x0 and not prior.is_latent
         for i, (t, s) in enumerate(pairs(timesteps(prior.T, self.steps, self.spacing))):
             guided = not dsg or i % int(self.dsg["interval"]) == 0
             x = x.detach().requires_grad_(guided)
             a_t, a_s = prior.abar(t, x), prior.abar(s, x)
             with torch.set_grad_enabled(guided):
                 eps, x0 = prior.predict(x, t, cond)
-                if self.clip_x0:
+                if clip:
                     x0 = x0.clamp(-1, 1)
                 if dsg and guided:
                     (grad,) = torch.autograd.grad(per_sample_norm(y - task.A(prior.decode(x0))).sum(), x)
@@ -69,7 +74,7 @@ class DPS(Solver):
                     step = self.guidance(x, x0, task, y, prior)
             with torch.no_grad():
                 x0 = x0.detach()
-                eps = eps_from_x0(x, x0, a_t) if self.clip_x0 else eps.detach()
+                eps = eps_from_x0(x, x0, a_t) if clip else eps.detach()
                 noise = randn(gens, x.shape[1:], dtype=x.dtype, device=x.device) if self.eta > 0 and s >= 0 else None
                 if not dsg:
                     x = ddim_step(x.detach(), eps, x0, a_t, a_s, self.eta, noise) - step
