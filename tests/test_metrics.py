@@ -151,7 +151,12 @@ def test_wandb_offline_logs_config_rows_summary_and_grid(make_cfg, tmp_path, mon
     table = json.load(open(glob.glob(str(d / "files" / "media" / "table" / "images_*.table.json"))[0]))
     assert len(table["data"]) == 6 and "image_id" in table["columns"] and "psnr" in table["columns"]
     assert glob.glob(str(d / "files" / "media" / "images" / "grid_*.png"))
-    log = open(glob.glob(str(d / "*.wandb"))[0], "rb").read()  # the run's record log: config and summary
+    import time
+    for _ in range(100):  # the run's record log (config, summary): wandb's service may still be flushing it
+        log = open(glob.glob(str(d / "*.wandb"))[0], "rb").read()
+        if b"psnr_std_images" in log:
+            break
+        time.sleep(0.2)
     assert b"PseudoInverse" in log and b"n_ok" in log and b"psnr_std_images" in log
 
 
