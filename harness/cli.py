@@ -9,7 +9,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from tasks.errors import ConfigError
 
 CONF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
-GROUPS = ("solver", "task", "dataset", "model", "compute", "experiment")
+GROUPS = ("solver", "task", "dataset", "model", "compute", "experiment", "metrics", "logger")
 
 
 def options(group: str) -> list[str]:

@@ -18,6 +18,7 @@ import functools
 import glob
 import hashlib
 import os
+import re
 import subprocess
 
 import pandas as pd
@@ -55,12 +56,33 @@ def git_commit() -> str:
         return "unknown"
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_tmp(folder: str, prefix: str = ""):
+    """Delete `<prefix>*.tmp<pid>*` files left by writers killed mid-write (their pid is gone)."""
+    for p in glob.glob(os.path.join(folder, glob.escape(prefix) + "*.tmp*")):
+        m = re.search(r"\.tmp(\d+)", os.path.basename(p))
+        if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(p)
+
+
 class RunDir:
     def __init__(self, root: str, name: str):
         self.path = os.path.join(root, name)
         self.name = name
         for sub in ("parts", "recon"):
             os.makedirs(os.path.join(self.path, sub), exist_ok=True)
+        for sub in ("", "parts", "recon"):
+            remove_stale_tmp(os.path.join(self.path, sub))
 
     def file(self, *parts) -> str:
         return os.path.join(self.path, *parts)
@@ -82,9 +104,12 @@ class RunDir:
         atomic_write_csv(self.file("parts", f"{key}.csv"), pd.DataFrame(rows))
 
     def reconstructions(self) -> dict[str, torch.Tensor]:
-        """image id -> its first reconstruction, from every recorded batch."""
+        """image id -> its first reconstruction, from every batch whose rows were recorded (a batch killed
+        between its reconstructions and its rows is recomputed, so its orphan file is ignored)."""
         out = {}
         for p in sorted(glob.glob(self.file("recon", "*.pt"))):
+            if not os.path.exists(self.file("parts", os.path.basename(p)[:-3] + ".csv")):
+                continue
             item = torch.load(p, weights_only=True)
             out.update({str(i): x for i, x in zip(item["ids"], item["x_hat"])})
         return out
@@ -104,6 +129,7 @@ def upsert_leaderboard(path: str, row: dict):
     """Replace this run's row (or add it), under a file lock, with an atomic rewrite."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with locked(path):
+        remove_stale_tmp(os.path.dirname(os.path.abspath(path)), os.path.basename(path))  # we hold the lock
         old = pd.read_csv(path, dtype={"run": str}) if os.path.exists(path) else pd.DataFrame()
         if len(old):
             old = old[old["run"] != row["run"]]

@@ -151,3 +151,11 @@ def test_sweep_aggregate_rebuilds_the_leaderboard_and_tables(make_cfg, tmp_path)
     assert len(pd.read_csv(out)) == 2
     with pytest.raises(ConfigError, match="not a summary column"):
         sweep.aggregate(str(tmp_path / "runs"), str(out), ["nope"])
+    rep = tmp_path / "report"
+    text = sweep.aggregate(str(tmp_path / "runs"), str(rep / "lb.csv"), ["psnr", "sw2"], str(rep))
+    assert "| solver | inpaint_box psnr ↑ | inpaint_box sw2 ↓ |" in text and "| **" in text  # best in bold
+    tex = (rep / "table.tex").read_text()
+    assert "\\textbf{" in tex and "\\begin{tabular}" in tex
+    assert (rep / "quality_vs_nfe_inpaint_box.png").stat().st_size > 1000
+    lb = pd.read_csv(rep / "lb.csv")
+    assert len(lb) == 2 and " ± " in lb["psnr_pm"].iloc[0]

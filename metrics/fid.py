@@ -1,0 +1,165 @@
+"""Per-set metrics: FID and KID between a run's reconstructions and a reference set.
+
+Features come from clean-fid's Inception (modes `clean`, `legacy_pytorch`, `legacy_tensorflow`, with
+clean-fid's own resizing) or from any callable mapping [-1,1] images to feature vectors
+(`metrics.fid_features=module:function`, e.g. the digits classifier). The distances are computed
+here from the features (Fréchet distance; unbiased polynomial-kernel MMD² for KID), agreeing with
+clean-fid's `frechet_distance` / `kernel_distance` on the same features. Weights are never
+downloaded: a missing file is a ConfigError before compute.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import platform
+
+import numpy as np
+import torch
+
+from tasks.errors import ConfigError
+from tasks.rng import generator
+
+MODES = ("clean", "legacy_pytorch", "legacy_tensorflow")
+INCEPTION_TS = "inception-2015-12-05.pt"               # clean, legacy_tensorflow: clean-fid's torchscript
+INCEPTION_PT = "pt_inception-2015-12-05-6726825d.pth"  # legacy_pytorch: pytorch-fid's weights (torch hub)
+
+
+def inception_file(mode: str) -> str:
+    if mode == "legacy_pytorch":
+        return os.path.join(torch.hub.get_dir(), "checkpoints", INCEPTION_PT)
+    return os.path.join("./" if platform.system() == "Windows" else "/tmp", INCEPTION_TS)  # where clean-fid reads it
+
+
+def check_features(features: str, mode: str):
+    """Validate the feature extractor's name, mode and weights before compute."""
+    if mode not in MODES:
+        raise ConfigError(f"unknown metrics.fid_mode {mode!r}; choose one of {', '.join(MODES)}.")
+    if features == "inception":
+        path = inception_file(mode)
+        if not os.path.exists(path):
+            raise ConfigError(f"FID/KID ({mode}) needs the Inception weights {os.path.basename(path)} in "
+                              f"{os.path.dirname(path)}/ (offline: copy it there, or use metrics=default).")
+    elif ":" not in features:
+        raise ConfigError(f"metrics.fid_features must be 'inception' or 'module:function', not {features!r}.")
+
+
+def load_features(features: str, mode: str = "clean", device="cpu"):
+    """A function [-1,1] images [B,C,H,W] -> numpy features [B,D]."""
+    check_features(features, mode)
+    if features == "inception":
+        return InceptionFeatures(mode, device)
+    module, _, name = features.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(f"metrics.fid_features={features} cannot be imported ({e}); name a module:function.") from e
+
+    @torch.no_grad()
+    def extract(x):
+        return np.asarray(torch.as_tensor(fn(x.to(device))).detach().double().cpu().flatten(1))
+    return extract
+
+
+class InceptionFeatures:
+    """clean-fid's pipeline for in-memory images: uint8, its mode's resizer, its Inception."""
+
+    def __init__(self, mode: str, device="cpu"):
+        from cleanfid.features import build_feature_extractor
+        from cleanfid.resize import build_resizer
+
+        self.mode, self.device = mode, torch.device(device)
+        self.model = build_feature_extractor(mode, self.device, use_dataparallel=False)
+        self.resize = build_resizer(mode)
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> np.ndarray:
+        u8 = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)  # what a saved PNG holds
+        if u8.shape[1] == 1:
+            u8 = u8.expand(-1, 3, -1, -1)
+        imgs = [self.resize(im.permute(1, 2, 0).numpy()) for im in u8]
+        batch = torch.stack([torch.as_tensor(np.asarray(im)).permute(2, 0, 1) for im in imgs]).float()
+        return self.model(batch.to(self.device)).detach().double().cpu().numpy()
+
+
+def batched(extract, x: torch.Tensor, batch_size: int = 64) -> np.ndarray:
+    return np.concatenate([extract(x[s: s + batch_size]) for s in range(0, len(x), batch_size)])
+
+
+def stats(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return feats.mean(0), np.cov(feats, rowvar=False)
+
+
+def _psd_sqrt(a: np.ndarray) -> np.ndarray:
+    w, v = np.linalg.eigh((a + a.T) / 2)
+    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
+    """‖μ1−μ2‖² + tr Σ1 + tr Σ2 − 2 tr (Σ1^½ Σ2 Σ1^½)^½ (symmetric form: no complex sqrtm)."""
+    mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
+    s1, s2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
+    r = _psd_sqrt(s1)
+    cross = np.sqrt(np.clip(np.linalg.eigvalsh(r @ s2 @ r), 0, None)).sum()
+    d = mu1 - mu2
+    return float(d @ d + np.trace(s1) + np.trace(s2) - 2 * cross)
+
+
+def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
+    """Unbiased MMD² with the cubic polynomial kernel k(a,b) = (a·b/d + 1)³ (Bińkowski et al.)."""
+    d, m, n = x.shape[1], len(x), len(y)
+    kxx, kyy, kxy = (x @ x.T / d + 1) ** 3, (y @ y.T / d + 1) ** 3, (x @ y.T / d + 1) ** 3
+    return float((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
+                 - 2 * kxy.mean())
+
+
+def kid(x: np.ndarray, y: np.ndarray, subsets: int = 100, subset_size: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """KID: mean (and std) of unbiased MMD² over random subsets; on the full sets when both fit in one."""
+    if min(len(x), len(y)) < 2:
+        return float("nan"), float("nan")
+    if max(len(x), len(y)) <= subset_size:
+        return mmd2_unbiased(x, y), 0.0
+    m, g, vals = min(len(x), len(y), subset_size), generator("kid", seed), []
+    for _ in range(subsets):
+        ix, iy = torch.randperm(len(x), generator=g)[:m].numpy(), torch.randperm(len(y), generator=g)[:m].numpy()
+        vals.append(mmd2_unbiased(x[ix], y[iy]))
+    return float(np.mean(vals)), float(np.std(vals))
+
+
+def stats_path(cache_root: str, key: dict) -> str:
+    h = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    name = f"{key['dataset'].get('dataset', 'data')}_{key['dataset'].get('split', '')}_{h}"
+    return os.path.join(cache_root, "fid_stats", f"{name}.npz")
+
+
+def reference_path(cache_root: str, reference: str) -> str | None:
+    """None for the run's own truths; else the file of named reference statistics (must exist)."""
+    if reference == "truths":
+        return None
+    path = reference if reference.endswith(".npz") else os.path.join(cache_root, "fid_stats", f"{reference}.npz")
+    if not os.path.exists(path):
+        raise ConfigError(f"metrics.fid_reference={reference}: no statistics at {path}; use truths or name a file "
+                          "written under results/cache/fid_stats/ by an earlier run.")
+    return path
+
+
+def save_feats(path: str, feats: np.ndarray):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}.npz"
+    mu, sigma = stats(feats)
+    np.savez(tmp, feats=feats, mu=mu, sigma=sigma)
+    os.replace(tmp, path)
+
+
+def set_metrics(recon_feats: np.ndarray, ref: dict, which, subsets=100, subset_size=1000) -> dict:
+    """FID and/or KID of reconstructions' features against a reference {'feats'?, 'mu', 'sigma'}."""
+    out = {}
+    if "fid" in which:
+        mu, sigma = stats(recon_feats)
+        out["fid"] = frechet_distance(mu, sigma, ref["mu"], ref["sigma"]) if len(recon_feats) > 1 else float("nan")
+    if "kid" in which:
+        if "feats" not in ref:
+            raise ConfigError("KID needs reference features, not only statistics; use metrics.fid_reference=truths.")
+        out["kid"], out["kid_std"] = kid(recon_feats, ref["feats"], subsets, subset_size)
+    return out
