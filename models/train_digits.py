@@ -32,6 +32,13 @@ def log(msg: str):
     print(time.strftime("%H:%M:%S"), msg, flush=True)
 
 
+def out_of_budget(args, t0: float, c0: float) -> bool:
+    """Wall-clock budget (--minutes) or one-thread CPU-time budget (--cpu-minutes), whichever comes first."""
+    if time.perf_counter() - t0 > 60 * args.minutes:
+        return True
+    return args.cpu_minutes is not None and time.process_time() - c0 > 60 * args.cpu_minutes
+
+
 def random_shift(x: torch.Tensor, gen: torch.Generator, max_shift: int = 1) -> torch.Tensor:
     """Shift each image by up to ±max_shift pixels in x and y, filling with background (-1)."""
     B, _, H, W = x.shape
@@ -79,16 +86,21 @@ def train_pixel(args):
     x_train, _ = digits_tensors("train")
     torch.manual_seed(args.seed)  # parameter init only
     model = pixel_unet()
+    prev = {}
+    if args.init:  # continue from a saved pipeline (its EMA weights start both copies; Adam restarts)
+        from diffusers import UNet2DModel
+
+        model = UNet2DModel.from_pretrained(Path(args.init) / "unet")
+        prev = json.loads((Path(args.init) / "training.json").read_text())
     ema = copy.deepcopy(model).requires_grad_(False)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"pixel UNet: {n_params / 1e6:.2f} M parameters, {len(x_train)} training digits")
     abar = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), 0).float()
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
-    gen = torch.Generator().manual_seed(args.seed + 1)
+    gen = torch.Generator().manual_seed(args.seed + 1 + prev.get("steps", 0))
     out = Path(args.out or WEIGHTS / "digits_pixel")
-    t0, step, run_loss, losses = time.perf_counter(), 0, None, []
-    deadline = t0 + 60 * args.minutes
-    while step < args.steps and time.perf_counter() < deadline:
+    t0, c0, step, run_loss, losses = time.perf_counter(), time.process_time(), 0, None, []
+    while step < args.steps and not out_of_budget(args, t0, c0):
         idx = torch.randint(0, len(x_train), (args.batch,), generator=gen)
         x0 = random_shift(x_train[idx], gen)
         t = torch.randint(0, 1000, (args.batch,), generator=gen)
@@ -112,10 +124,14 @@ def train_pixel(args):
             log(f"step {step} loss(ema-avg) {run_loss:.4f} lr {lr:.2e} {time.perf_counter() - t0:.0f}s")
         if step % 2000 == 0:
             save_pixel(ema, out, {"steps": step, "loss": run_loss, "seconds": time.perf_counter() - t0})
-    wall = time.perf_counter() - t0
-    meta = {"steps": step, "final_loss_running_avg": run_loss, "seconds": wall, "batch": args.batch,
-            "lr": args.lr, "ema": args.ema, "seed": args.seed, "params": n_params,
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    meta = {"steps": step, "final_loss_running_avg": run_loss, "seconds": wall, "cpu_seconds": cpu,
+            "batch": args.batch, "lr": args.lr, "ema": args.ema, "seed": args.seed, "params": n_params,
             "loss_every_100": [round(v, 5) for v in losses]}
+    if prev:  # totals over the runs that made these weights
+        meta["stages"] = prev.get("stages", [{k: v for k, v in prev.items() if k != "loss_every_100"}]) + [
+            {k: v for k, v in meta.items() if k != "loss_every_100"}]
+        meta["total_steps"] = sum(st["steps"] for st in meta["stages"])
     save_pixel(ema, out, meta)
     log(f"done: {step} steps in {wall:.0f}s, final running loss {run_loss:.4f}; saved to {out}")
 
@@ -132,9 +148,8 @@ def train_classifier(args):
     model = DigitsClassifier()
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     gen = torch.Generator().manual_seed(args.seed + 1)
-    t0, step = time.perf_counter(), 0
-    deadline = t0 + 60 * args.minutes
-    while step < args.steps and time.perf_counter() < deadline:
+    t0, c0, step = time.perf_counter(), time.process_time(), 0
+    while step < args.steps and not out_of_budget(args, t0, c0):
         model.train()
         idx = torch.randint(0, len(x_train), (args.batch,), generator=gen)
         x = random_shift(x_train[idx], gen)
@@ -166,6 +181,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", choices=["pixel", "classifier", "latent"])
     p.add_argument("--minutes", type=float, default=25.0)
+    p.add_argument("--cpu-minutes", type=float, default=None,
+                   help="also stop after this much CPU time (a fair budget on a shared machine)")
+    p.add_argument("--init", default=None, help="pixel: continue from this saved pipeline directory")
     p.add_argument("--steps", type=int, default=10 ** 9)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=None)

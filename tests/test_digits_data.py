@@ -220,3 +220,83 @@ def test_corrupt_images_name_the_file_or_are_skipped(ffhq):
     skipping = folder(ffhq, id_range=[0, 4], skip_corrupt=True, **kw)
     assert skipping.ids == ["00000", "00001"] and skipping.skipped == ["00002", "00003"]
     assert skipping.describe()["skipped_ids"] == "00002,00003"
+
+
+# -- the shipped digits prior and classifier ---------------------------------------------------------
+@pytest.fixture(scope="module")
+def classifier():
+    from models.digits_classifier import load_classifier
+
+    return load_classifier()
+
+
+def test_classifier_is_accurate_on_held_out_digits(classifier):
+    from data.digits import digits_tensors
+    from models.digits_classifier import FEATURE_DIM, confidence, features
+
+    x, y = digits_tensors("test")
+    conf, cls = confidence(x, classifier)
+    assert (cls == y).float().mean() >= 0.97  # measured: 1.000 on the 300 test digits
+    assert features(x[:5], classifier).shape == (5, FEATURE_DIM)
+    with pytest.raises(ConfigError, match="takes \\[N,1,16,16\\] images"):
+        features(torch.zeros(2, 3, 16, 16), classifier)
+
+
+# Measured with `python -m models.eval_digits --n 256 --steps 50` (see models/weights/README.md):
+# mean max-softmax confidence 0.9997 on real test digits, 0.78 on clipped Gaussian noise (this
+# classifier is over-confident off its domain), so confidence alone separates little; the domain
+# Fréchet distance in its feature space separates far better and is checked too.
+SAMPLE_MIN_CONF = 0.9
+SAMPLE_MAX_FD = 600.0
+
+
+def test_digits_prior_samples_are_digits(classifier):
+    from models.diffusers_pixel import DiffusersPixelPrior
+    from models.eval_digits import frechet_distance, sample
+    from data.digits import digits_tensors
+    from models.digits_classifier import confidence, features
+
+    prior = DiffusersPixelPrior(PIXEL, name="digits")
+    assert prior.image_shape == (1, 16, 16) and prior.prediction == "epsilon"
+    assert sum(f.stat().st_size for f in __import__("pathlib").Path(PIXEL).rglob("*") if f.is_file()) < 10e6
+    x = sample(prior, 64, steps=50, seed=1)
+    assert prior.cost.nfe == 64 * 50
+    assert x.abs().max() < 1.5  # a healthy ε-network stays in range without clipping
+    conf, cls = confidence(x, classifier)
+    assert conf.mean() > SAMPLE_MIN_CONF
+    assert len(cls.unique()) >= 6  # not collapsed onto a few classes
+    real, _ = digits_tensors("test")
+    noise = torch.randn(64, 1, 16, 16, generator=torch.Generator().manual_seed(0)).clamp(-1, 1)
+    fd = frechet_distance(features(x, classifier), features(real, classifier))
+    fd_noise = frechet_distance(features(noise, classifier), features(real, classifier))
+    assert fd < SAMPLE_MAX_FD < fd_noise
+
+
+# -- the default run -----------------------------------------------------------------------------------
+def test_gmm_world_is_one_override_away():
+    from harness.cli import compose
+
+    d = compose([])
+    assert (d.names.dataset, d.names.model, d.run.num_samples) == ("digits", "digits", 1)
+    assert d.model.path == PIXEL  # ${repo:...} resolves against the repository, not the cwd
+    g = compose(["+experiment=gmm", "solver=dps"])
+    assert (g.names.dataset, g.names.model, g.names.solver, g.run.num_samples, g.solver.steps) == (
+        "gmm", "gmm", "dps", 16, 1000)
+
+
+def test_default_run_completes_offline_and_writes_its_grid(tmp_path):
+    t0 = time.time()
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "run.py"), "dataset.n=2", "solver.steps=10",
+                        f"run.root={tmp_path}/runs", f"run.leaderboard={tmp_path}/lb.csv", f"run.cache={tmp_path}/cache",
+                        "run.progress=false"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+    assert p.returncode == 0, p.stderr[-2000:]
+    runs = os.listdir(tmp_path / "runs")
+    assert len(runs) == 1 and runs[0].startswith("digits_inpaint_box_dps_fast_digits_s0_")
+    run = tmp_path / "runs" / runs[0]
+    assert (run / "grid.png").stat().st_size > 0
+    import pandas as pd
+
+    s = pd.read_csv(run / "summary.csv").iloc[0]
+    assert s["n_ok"] == 2 and s["nfe"] == 10 and s["vjp"] == 10 and s["model"] == "digits"
+    assert time.time() - t0 < 120
