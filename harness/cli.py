@@ -8,7 +8,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from tasks.errors import ConfigError
 
-CONF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONF_DIR = os.path.join(REPO_ROOT, "conf")
+# ${repo:models/weights/x} in a config: a path inside the repository, whatever the cwd.
+if not OmegaConf.has_resolver("repo"):
+    OmegaConf.register_new_resolver("repo", lambda rel="": os.path.join(REPO_ROOT, str(rel)))
 GROUPS = ("solver", "task", "dataset", "model", "compute", "experiment", "metrics", "logger")
 
 

@@ -14,12 +14,17 @@ def prior():
 
 @pytest.fixture
 def make_cfg(tmp_path):
-    """Compose the run.py config for these overrides, writing everything under tmp_path."""
+    """Compose the run.py config for these overrides, writing everything under tmp_path.
+
+    world="gmm" (the default here) starts from `+experiment=gmm`, the exact world most tests check
+    against; world=None starts from run.py's own defaults (the digits world).
+    """
     from harness.cli import compose
 
-    def make(*overrides, root=None):
+    def make(*overrides, root=None, world="gmm"):
         root = root or tmp_path
-        return compose([f"run.root={root}/runs", f"run.leaderboard={root}/leaderboard.csv",
+        preset = ["+experiment=gmm"] if world == "gmm" else []
+        return compose([*preset, f"run.root={root}/runs", f"run.leaderboard={root}/leaderboard.csv",
                         f"run.cache={root}/cache", "run.progress=false", *overrides])
 
     return make

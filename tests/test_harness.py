@@ -127,7 +127,7 @@ def test_unknown_names_are_refused_before_hydra():
 
 @pytest.mark.parametrize("args,message", [
     (["solver=nope"], "error: unknown solver 'nope'; choose one of:"),
-    (["dataset=ffhq"], "error: unknown dataset 'ffhq'"),
+    (["dataset=ffhq_nope"], "error: unknown dataset 'ffhq_nope'"),
     (["compute.batch_size=0", "run.root=/nonexistent/x"], "error: compute.batch_size must be at least 1"),
 ])
 def test_command_line_errors_are_one_sentence(args, message):

@@ -1,0 +1,83 @@
+"""The `digits` dataset: scikit-learn's 8×8 digits upsampled to 1×size×size in [-1, 1].
+
+The train/test split is defined here and nowhere else: `split_indices()` is a fixed, seeded
+permutation of the 1797 images; its first `TEST_SIZE` indices are the held-out `test` split, never
+seen by `models/train_digits.py` (which imports this module), the rest are `train`. Ids are indices
+into `sklearn.datasets.load_digits()`, so a row of results names one exact source image.
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from data.base import Dataset
+from tasks.errors import ConfigError
+from tasks.rng import generator
+
+TEST_SIZE = 300
+SPLIT_SEED = ("digits-split", 0)
+SPLITS = ("train", "test")
+
+
+@functools.lru_cache(maxsize=1)
+def _raw() -> tuple[torch.Tensor, torch.Tensor]:
+    from sklearn.datasets import load_digits  # bundled with scikit-learn: no download
+
+    d = load_digits()
+    return torch.tensor(d.images, dtype=torch.float32)[:, None], torch.tensor(d.target, dtype=torch.long)
+
+
+def preprocess(images8: torch.Tensor, size: int = 16) -> torch.Tensor:
+    """[N,1,8,8] counts in 0..16 -> [N,1,size,size] in [-1,1] (as models.gmm.fit_digits_mixture)."""
+    x = images8 / 16.0
+    x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    return x * 2 - 1
+
+
+@functools.lru_cache(maxsize=1)
+def split_indices() -> dict[str, list[int]]:
+    """{'train': [...], 'test': [...]}: sorted indices into load_digits(), disjoint, fixed forever."""
+    n = _raw()[0].shape[0]
+    perm = torch.randperm(n, generator=generator(*SPLIT_SEED)).tolist()
+    return {"test": sorted(perm[:TEST_SIZE]), "train": sorted(perm[TEST_SIZE:])}
+
+
+def digits_tensors(split: str, size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images [N,1,size,size] in [-1,1], labels [N]) of one split."""
+    if split not in SPLITS:
+        raise ConfigError(f"dataset.split={split!r} is not a digits split; use one of {', '.join(SPLITS)}.")
+    images, labels = _raw()
+    idx = torch.tensor(split_indices()[split])
+    return preprocess(images[idx], size), labels[idx]
+
+
+class DigitsDataset(Dataset):
+    """Held-out digits at the prior's image size; `load` returns the class name as the caption."""
+
+    name = "digits"
+
+    def __init__(self, prior, n: int | None = 16, start: int = 0, split: str = "test"):
+        if split not in SPLITS:
+            raise ConfigError(f"dataset.split={split!r} is not a digits split; use one of {', '.join(SPLITS)}.")
+        ids = split_indices()[split]
+        if start < 0 or start >= len(ids) or (n is not None and n < 1):
+            raise ConfigError(f"dataset.n must be >= 1 and 0 <= dataset.start < {len(ids)} for the digits "
+                              f"{split} split (got n={n}, start={start}).")
+        shape = tuple(prior.image_shape)
+        if len(shape) != 3 or shape[0] != 1 or shape[1] != shape[2] or shape[1] < 8:
+            raise ConfigError(f"dataset=digits gives 1×H×H grey images (H >= 8) but model {prior.name} takes "
+                              f"{shape}; use a digits model (model=digits or model=gmm).")
+        super().__init__(ids[start:] if n is None else ids[start:start + n])
+        self.split, self.size = split, shape[1]
+        self.start = start
+
+    def load(self, image_id):
+        images, labels = _raw()
+        return preprocess(images[int(image_id)][None], self.size)[0], str(int(labels[int(image_id)]))
+
+    def label(self, image_id) -> int:
+        return int(_raw()[1][int(image_id)])
+
+    def describe(self):
+        return {"dataset": self.name, "split": self.split, "dataset_start": self.start}

@@ -1,0 +1,72 @@
+"""A small CNN classifier of the 1×16×16 digits world (trained by `models/train_digits.py classifier`).
+
+Two uses: checking that the digits prior's samples are digits (mean max-softmax confidence, class
+histogram), and `features(x)`, the 128-d penultimate activations, as the feature space of a
+*domain* FID/KID for the digits world. That domain metric is only comparable with itself: never
+report it as FID, never put it in a column next to (or average it with) Inception-feature FID.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from tasks.errors import ConfigError
+
+WEIGHTS = Path(__file__).resolve().parent / "weights" / "digits_classifier" / "model.safetensors"
+FEATURE_DIM = 128
+
+
+class DigitsClassifier(nn.Module):
+    """conv-conv-pool ×2 (16→8→4), then 1024 → 128 (features) → 10 logits. Input in [-1, 1]."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Dropout(0.2), nn.Linear(64 * 4 * 4, FEATURE_DIM), nn.ReLU())
+        self.head = nn.Linear(FEATURE_DIM, 10)
+
+    def _check(self, x):
+        if x.dim() != 4 or tuple(x.shape[1:]) != (1, 16, 16):
+            raise ConfigError(f"the digits classifier takes [N,1,16,16] images in [-1,1], got {tuple(x.shape)}; "
+                              f"use it only on the 16-px digits world.")
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate activations [N, 128]: a domain feature space (digits FID/KID), not Inception's."""
+        self._check(x)
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def load_classifier(path: str | Path | None = None, device="cpu") -> DigitsClassifier:
+    """The shipped classifier in eval mode (no gradients needed for metrics)."""
+    from safetensors.torch import load_file
+
+    path = Path(path) if path is not None else WEIGHTS
+    if not path.is_file():
+        raise ConfigError(f"digits classifier weights not found at {path}; run "
+                          f"`python -m models.train_digits classifier` to create them.")
+    model = DigitsClassifier()
+    model.load_state_dict(load_file(str(path)))
+    return model.eval().requires_grad_(False).to(device)
+
+
+@torch.no_grad()
+def features(x: torch.Tensor, model: DigitsClassifier | None = None) -> torch.Tensor:
+    """Domain features of [N,1,16,16] images in [-1,1] with the shipped classifier (see module docstring)."""
+    model = model or load_classifier(device=x.device)
+    return model.features(x.float().clamp(-1, 1))
+
+
+@torch.no_grad()
+def confidence(x: torch.Tensor, model: DigitsClassifier | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(max softmax probability [N], predicted class [N]) of [N,1,16,16] images."""
+    model = model or load_classifier(device=x.device)
+    p = model(x.float().clamp(-1, 1)).softmax(1)
+    conf, cls = p.max(1)
+    return conf, cls

@@ -1,0 +1,210 @@
+"""Train the shipped digits world on scikit-learn's digits (1×16×16 in [-1, 1]), CPU, one thread.
+
+    python -m models.train_digits pixel      --minutes 25   # DDPM UNet      -> models/weights/digits_pixel/
+    python -m models.train_digits classifier --minutes 5    # small CNN      -> models/weights/digits_classifier/
+    python -m models.train_digits latent     --minutes 15   # VAE + cond UNet -> models/weights/digits_latent/
+
+Only the `train` split of `data.digits.split_indices()` is ever used here; the 300 `test` images
+stay held out (accuracy of the classifier is reported on them). Training stops at the first of
+`--steps` optimiser steps or `--minutes` of wall time; every random draw (init, batches, shifts,
+noise, timesteps) comes from seeded generators, so a run with the same budget in steps is repeatable.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from data.digits import digits_tensors
+
+ROOT = Path(__file__).resolve().parents[1]
+WEIGHTS = ROOT / "models" / "weights"
+
+
+def log(msg: str):
+    print(time.strftime("%H:%M:%S"), msg, flush=True)
+
+
+def out_of_budget(args, t0: float, c0: float) -> bool:
+    """Wall-clock budget (--minutes) or one-thread CPU-time budget (--cpu-minutes), whichever comes first."""
+    if time.perf_counter() - t0 > 60 * args.minutes:
+        return True
+    return args.cpu_minutes is not None and time.process_time() - c0 > 60 * args.cpu_minutes
+
+
+def random_shift(x: torch.Tensor, gen: torch.Generator, max_shift: int = 1) -> torch.Tensor:
+    """Shift each image by up to ±max_shift pixels in x and y, filling with background (-1)."""
+    B, _, H, W = x.shape
+    p = max_shift
+    padded = F.pad(x, (p, p, p, p), value=-1.0)
+    dx = torch.randint(0, 2 * p + 1, (B,), generator=gen)
+    dy = torch.randint(0, 2 * p + 1, (B,), generator=gen)
+    return torch.stack([padded[i, :, dy[i]:dy[i] + H, dx[i]:dx[i] + W] for i in range(B)])
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float):
+    for pe, pm in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(pm, 1 - decay)
+    for be, bm in zip(ema.buffers(), model.buffers()):
+        be.copy_(bm)
+
+
+def linear_scheduler_kwargs():
+    return dict(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
+                prediction_type="epsilon", clip_sample=True)
+
+
+# -- (a) the pixel DDPM ------------------------------------------------------------------------------
+def pixel_unet():
+    from diffusers import UNet2DModel
+
+    return UNet2DModel(sample_size=16, in_channels=1, out_channels=1, layers_per_block=1,
+                       block_out_channels=(32, 64, 64),
+                       down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+                       up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+                       attention_head_dim=32, norm_num_groups=8)
+
+
+def save_pixel(ema, out: Path, meta: dict):
+    from diffusers import DDPMPipeline, DDPMScheduler
+
+    out.mkdir(parents=True, exist_ok=True)
+    DDPMPipeline(unet=ema, scheduler=DDPMScheduler(**linear_scheduler_kwargs())).save_pretrained(
+        out, safe_serialization=True)
+    (out / "training.json").write_text(json.dumps(meta, indent=1) + "\n")
+
+
+def train_pixel(args):
+    x_train, _ = digits_tensors("train")
+    torch.manual_seed(args.seed)  # parameter init only
+    model = pixel_unet()
+    prev = {}
+    if args.init:  # continue from a saved pipeline (its EMA weights start both copies; Adam restarts)
+        from diffusers import UNet2DModel
+
+        model = UNet2DModel.from_pretrained(Path(args.init) / "unet")
+        prev = json.loads((Path(args.init) / "training.json").read_text())
+    ema = copy.deepcopy(model).requires_grad_(False)
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"pixel UNet: {n_params / 1e6:.2f} M parameters, {len(x_train)} training digits")
+    abar = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), 0).float()
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(args.seed + 1 + prev.get("steps", 0))
+    out = Path(args.out or WEIGHTS / "digits_pixel")
+    t0, c0, step, run_loss, losses = time.perf_counter(), time.process_time(), 0, None, []
+    while step < args.steps and not out_of_budget(args, t0, c0):
+        idx = torch.randint(0, len(x_train), (args.batch,), generator=gen)
+        x0 = random_shift(x_train[idx], gen)
+        t = torch.randint(0, 1000, (args.batch,), generator=gen)
+        eps = torch.randn(x0.shape, generator=gen)
+        a = abar[t].view(-1, 1, 1, 1)
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
+        # linear warm-up, then constant: the budget is wall time, so the step count is not known ahead
+        lr = args.lr * min(1.0, (step + 1) / 200)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        loss = F.mse_loss(model(xt, t).sample, eps)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        ema_update(ema, model, min(args.ema, (1 + step) / (10 + step)))
+        run_loss = loss.item() if run_loss is None else 0.99 * run_loss + 0.01 * loss.item()
+        if step % 100 == 0:
+            losses.append(run_loss)
+            log(f"step {step} loss(ema-avg) {run_loss:.4f} lr {lr:.2e} {time.perf_counter() - t0:.0f}s")
+        if step % 2000 == 0:
+            save_pixel(ema, out, {"steps": step, "loss": run_loss, "seconds": time.perf_counter() - t0})
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    meta = {"steps": step, "final_loss_running_avg": run_loss, "seconds": wall, "cpu_seconds": cpu,
+            "batch": args.batch, "lr": args.lr, "ema": args.ema, "seed": args.seed, "params": n_params,
+            "loss_every_100": [round(v, 5) for v in losses]}
+    if prev:  # totals over the runs that made these weights
+        meta["stages"] = prev.get("stages", [{k: v for k, v in prev.items() if k != "loss_every_100"}]) + [
+            {k: v for k, v in meta.items() if k != "loss_every_100"}]
+        meta["total_steps"] = sum(st["steps"] for st in meta["stages"])
+    save_pixel(ema, out, meta)
+    log(f"done: {step} steps in {wall:.0f}s, final running loss {run_loss:.4f}; saved to {out}")
+
+
+# -- (b) the classifier ------------------------------------------------------------------------------
+def train_classifier(args):
+    from safetensors.torch import save_file
+
+    from models.digits_classifier import DigitsClassifier
+
+    x_train, y_train = digits_tensors("train")
+    x_test, y_test = digits_tensors("test")
+    torch.manual_seed(args.seed)
+    model = DigitsClassifier()
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    gen = torch.Generator().manual_seed(args.seed + 1)
+    t0, c0, step = time.perf_counter(), time.process_time(), 0
+    while step < args.steps and not out_of_budget(args, t0, c0):
+        model.train()
+        idx = torch.randint(0, len(x_train), (args.batch,), generator=gen)
+        x = random_shift(x_train[idx], gen)
+        x = x + 0.05 * torch.randn(x.shape, generator=gen)  # tolerate slightly noisy solver outputs
+        lr = args.lr * 0.5 * (1 + math.cos(math.pi * step / args.steps))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        loss = F.cross_entropy(model(x), y_train[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        if step % 200 == 0:
+            log(f"step {step} loss {loss.item():.4f}")
+    model.eval()
+    with torch.no_grad():
+        acc = (model(x_test).argmax(1) == y_test).float().mean().item()
+    wall = time.perf_counter() - t0
+    out = Path(args.out or WEIGHTS / "digits_classifier")
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))
+    meta = {"steps": step, "final_loss": loss.item(), "seconds": wall, "test_accuracy": acc,
+            "n_test": len(y_test), "batch": args.batch, "lr": args.lr, "seed": args.seed}
+    (out / "training.json").write_text(json.dumps(meta, indent=1) + "\n")
+    log(f"done: {step} steps in {wall:.0f}s; held-out accuracy {acc:.4f} on {len(y_test)} test digits; saved to {out}")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", choices=["pixel", "classifier", "latent"])
+    p.add_argument("--minutes", type=float, default=25.0)
+    p.add_argument("--cpu-minutes", type=float, default=None,
+                   help="also stop after this much CPU time (a fair budget on a shared machine)")
+    p.add_argument("--init", default=None, help="pixel: continue from this saved pipeline directory")
+    p.add_argument("--steps", type=int, default=10 ** 9)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--ema", type=float, default=0.999)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.what == "pixel":
+        args.lr = args.lr or 5e-4
+        train_pixel(args)
+    elif args.what == "classifier":
+        args.lr = args.lr or 2e-3
+        train_classifier(args)
+    else:
+        from models.train_digits_latent import train_latent
+
+        args.lr = args.lr or 5e-4
+        train_latent(args)
+
+
+if __name__ == "__main__":
+    main()
