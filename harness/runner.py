@@ -41,10 +41,12 @@ def cell_config(cfg: DictConfig) -> dict:
     return out
 
 
-def run_name(cfg: DictConfig) -> str:
+def run_name(cfg: DictConfig, model: dict | None = None) -> str:
+    """`model` is the built prior's description: its weights fingerprint makes retrained weights a new cell."""
     if cfg.run.get("name"):
         return str(cfg.run.name)
-    h = hashlib.sha256(json.dumps(cell_config(cfg), sort_keys=True).encode()).hexdigest()[:8]
+    key = {**cell_config(cfg), **({"weights_sha": model["weights_sha"]} if model and "weights_sha" in model else {})}
+    h = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
     choices = {k: _choice(cfg, k) for k in ("dataset", "task", "solver", "model")}
     return "{dataset}_{task}_{solver}_{model}".format(**choices) + f"_s{cfg.seed}_{h}"
 
@@ -155,7 +157,7 @@ def run_cell(cfg: DictConfig, *, after_batch=None) -> dict:
     exact = _exact_metrics_apply(cfg, cell)
     check_logger(cfg)
     scorer = Scorer(cfg, cell)
-    name = run_name(cfg)
+    name = run_name(cfg, cell.prior.describe())
     rd = RunDir(cfg.run.root, name)
     with open(rd.file("config.yaml"), "w") as f:
         f.write(OmegaConf.to_yaml(cfg, resolve=True))

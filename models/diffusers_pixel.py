@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from models.base import Prior
-from models.hub import need_file, net_dtype, resolve, schedule_from
+from models.hub import fingerprint, need_file, net_dtype, resolve, schedule_from
 from tasks.errors import ConfigError
 
 VARIANCE = ("drop",)
@@ -78,7 +78,7 @@ class DiffusersPixelPrior(Prior):
         self.last_variance = None
         self.channels_last = False
         self.config = {"path": str(path), "subfolder": subfolder, "dtype": dtype, "variance": variance,
-                       "learned_variance": c.out_channels == 2 * c.in_channels}
+                       "learned_variance": c.out_channels == 2 * c.in_channels, "weights_sha": fingerprint(root)}
 
     def configure(self, compile: bool = False, channels_last: bool = False):
         """Compute options that must not change results beyond float rounding (conf/compute)."""

@@ -90,3 +90,24 @@ def schedule_from(config_file: Path, model: str) -> tuple[torch.Tensor, str]:
     else:
         betas = sched.betas.to(torch.float64)
     return torch.cumprod(1 - betas, dim=0), ("v" if pred == "v_prediction" else "epsilon")
+
+
+def fingerprint(root: Path, big: int = 256 << 20) -> str:
+    """sha256 (12 hex) of the weight files under `root`, so rows say which weights produced them, not
+    only where they were. Files over `big` bytes contribute their size and first and last 8 MiB."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(p for p in Path(root).rglob("*") if p.suffix in (".safetensors", ".bin", ".pt", ".pth")):
+        size = f.stat().st_size
+        h.update(f"{f.relative_to(root)}:{size}".encode())
+        with open(f, "rb") as fh:
+            if size <= big:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+            else:
+                h.update(fh.read(8 << 20))
+                fh.seek(size - (8 << 20))
+                h.update(fh.read())
+    return h.hexdigest()[:12]
+

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from models.base import Prior, counted
-from models.hub import need_file, net_dtype, resolve, schedule_from
+from models.hub import fingerprint, need_file, net_dtype, resolve, schedule_from
 from tasks.errors import ConfigError
 
 PATTERNS = ("model_index.json", "*/config.json", "*/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors",
@@ -84,7 +84,7 @@ class LatentPrior(Prior):
             self.text_encoder = CLIPTextModel.from_pretrained(str(root / "text_encoder"), dtype=self.net_dtype)
             self.text_encoder.eval().requires_grad_(False)
         self.config = {"path": str(path), "dtype": dtype, "guidance_scale": self.guidance_scale,
-                       "conditioning": "class" if classes.exists() else "text"}
+                       "conditioning": "class" if classes.exists() else "text", "weights_sha": fingerprint(root)}
 
     def configure(self, compile: bool = False, channels_last: bool = False):
         if channels_last:

@@ -194,3 +194,16 @@ def test_bfloat16_network_dps_run_keeps_solver_state_float32(make_cfg, pixel_dir
     assert cell.prior.describe()["dtype"] == "bfloat16"
     s = run_cell(cfg)
     assert s["n_ok"] == 2 and s["nfe"] == 4 and s["vjp"] == 4 and s["dtype"] == "bfloat16"
+
+
+def test_weights_fingerprint_names_the_weights_not_the_path(tmp_path, pixel_dir):
+    """Rows record which weights ran; retrained weights at the same path give a new run (its hash includes it)."""
+    from harness.runner import run_name
+    from harness.cli import compose
+
+    a = save_pixel(tmp_path / "a", tiny_unet(seed=0))
+    b = save_pixel(tmp_path / "b", tiny_unet(seed=1))
+    fa, fb = DiffusersPixelPrior(str(a)).describe()["weights_sha"], DiffusersPixelPrior(str(b)).describe()["weights_sha"]
+    assert fa != fb and fa == DiffusersPixelPrior(str(a)).describe()["weights_sha"]
+    cfg = compose(["model=digits"])
+    assert run_name(cfg, {"weights_sha": fa}) != run_name(cfg, {"weights_sha": fb})
