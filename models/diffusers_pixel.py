@@ -62,7 +62,7 @@ class DiffusersPixelPrior(Prior):
                               "(e.g. model=sd15) for text-conditioned latent UNets.")
         abar, prediction = schedule_from(sched_file, label)
         try:
-            unet = UNet2DModel.from_pretrained(str(unet_dir), torch_dtype=self.net_dtype)
+            unet = UNet2DModel.from_pretrained(str(unet_dir), torch_dtype=self.net_dtype, low_cpu_mem_usage=False)
         except (OSError, ValueError, RuntimeError) as e:
             raise ConfigError(f"{label}: the UNet in {str(unet_dir)!r} could not be loaded ({type(e).__name__}: "
                               f"{str(e).splitlines()[0][:200]}); check the directory's files.") from None

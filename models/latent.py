@@ -48,8 +48,8 @@ class LatentPrior(Prior):
             need_file(root / "tokenizer", label, "tokenizer/")
         abar, prediction = schedule_from(sched, label)
         try:
-            vae = AutoencoderKL.from_pretrained(str(root / "vae"), torch_dtype=self.net_dtype)
-            unet = UNet2DConditionModel.from_pretrained(str(root / "unet"), torch_dtype=self.net_dtype)
+            vae = AutoencoderKL.from_pretrained(str(root / "vae"), torch_dtype=self.net_dtype, low_cpu_mem_usage=False)
+            unet = UNet2DConditionModel.from_pretrained(str(root / "unet"), torch_dtype=self.net_dtype, low_cpu_mem_usage=False)
         except (OSError, ValueError, RuntimeError) as e:
             raise ConfigError(f"{label}: the VAE/UNet in {str(root)!r} could not be loaded ({type(e).__name__}: "
                               f"{str(e).splitlines()[0][:200]}); check the directory's files.") from None
