@@ -14,6 +14,12 @@ data of unit variance), so its score is
 The guidance is a correction of the score (w = 1: the paper's guided score), which makes ΠGDM exact
 (up to time discretisation) when x0 ~ N(μ, I): then Cov[x0 | x_t] = r_t² I and p(y | x_t) is exactly
 the Gaussian above. Defaults: 100 steps (paper), η = 1 (RED-diff's ΠGDM scripts), w = 1.
+
+Known limit (measured): on the learned digits DDPM every image diverges. At t ≈ T the Tweedie weight
+(1-ᾱ_t)/√ᾱ_t is ~160 and ∂x̂0/∂x_t = (I - √(1-ᾱ_t) ∂ε̂/∂x_t)/√ᾱ_t, so a network's small Jacobian error is
+amplified by ~1/ᾱ_t; with the exact prior the two cancel. The reference code's weight √ᾱ_s √ᾱ_t on x_s
+is not a fix with the noisy inverse: σ_y⁻² multiplies the residual as r_t → 0, and on the exact world
+it diverged too (posterior-mean error ~1e9). A stable noisy ΠGDM for learned priors is open work.
 """
 from __future__ import annotations
 
