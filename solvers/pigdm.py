@@ -15,11 +15,13 @@ The guidance is a correction of the score (w = 1: the paper's guided score), whi
 (up to time discretisation) when x0 ~ N(μ, I): then Cov[x0 | x_t] = r_t² I and p(y | x_t) is exactly
 the Gaussian above. Defaults: 100 steps (paper), η = 1 (RED-diff's ΠGDM scripts), w = 1.
 
-Known limit (measured): on the learned digits DDPM every image diverges. At t ≈ T the Tweedie weight
-(1-ᾱ_t)/√ᾱ_t is ~160 and ∂x̂0/∂x_t = (I - √(1-ᾱ_t) ∂ε̂/∂x_t)/√ᾱ_t, so a network's small Jacobian error is
-amplified by ~1/ᾱ_t; with the exact prior the two cancel. The reference code's weight √ᾱ_s √ᾱ_t on x_s
-is not a fix with the noisy inverse: σ_y⁻² multiplies the residual as r_t → 0, and on the exact world
-it diverged too (posterior-mean error ~1e9). A stable noisy ΠGDM for learned priors is open work.
+x̂0 is clipped to [-1,1] after the correction (`clip_x0`, pixel priors only; guided-diffusion's
+`clip_denoised`, as in DPS). Without it every image of the learned digits DDPM diverges: at t ≈ T the
+weight (1-ᾱ_t)/√ᾱ_t is ~160 and ∂x̂0/∂x_t = (I - √(1-ᾱ_t) ∂ε̂/∂x_t)/√ᾱ_t, so a network's small Jacobian
+error is amplified by ~1/ᾱ_t (with the exact prior the two cancel). With it: digits PSNR 21.5 (box
+inpainting) and 16.7 (SR×4), 8 images, 100 steps. The exactness claim above is for clip_x0=false
+(Gaussian samples leave [-1,1]). The reference code's weight √ᾱ_s √ᾱ_t on x_s is no fix with the noisy
+inverse: σ_y⁻² multiplies the residual as r_t → 0 and it diverged on the exact world (error ~1e9).
 """
 from __future__ import annotations
 
@@ -38,13 +40,13 @@ class PiGDM(Solver):
     needs = frozenset({"linear", "gaussian_noise"})
 
     def __init__(self, steps: int = 100, eta: float = 1.0, scale: float = 1.0, inverse: str = "auto",
-                 cg_iters: int = 50, spacing: str = "adm"):
+                 cg_iters: int = 50, spacing: str = "adm", clip_x0: bool = True):
         if inverse not in INVERSES:
             raise ConfigError(f"ΠGDM inverse must be one of {INVERSES}, not {inverse!r}; set solver.inverse.")
         if not 0 <= eta <= 1:
             raise ConfigError(f"ΠGDM eta must be in [0, 1], got {eta}; set solver.eta.")
         self.steps, self.eta, self.scale, self.inverse = int(steps), float(eta), float(scale), inverse
-        self.cg_iters, self.spacing = int(cg_iters), spacing
+        self.cg_iters, self.spacing, self.clip_x0 = int(cg_iters), spacing, bool(clip_x0)
 
     def check(self, prior, task):
         super().check(prior, task)
@@ -83,6 +85,8 @@ class PiGDM(Solver):
             with torch.no_grad():
                 x = x.detach()
                 x0 = x0.detach() + self.scale * (1 - a_t) / a_t.sqrt() * g
+                if self.clip_x0 and not prior.is_latent:
+                    x0 = x0.clamp(-1, 1)
                 eps = eps_from_x0(x, x0, a_t)
                 noise = randn(gens, x.shape[1:], dtype=x.dtype, device=x.device) if self.eta > 0 and s_ >= 0 else None
                 x = ddim_step(x, eps, x0, a_t, a_s, self.eta, noise)
