@@ -15,7 +15,6 @@ import argparse
 import copy
 import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -27,6 +26,22 @@ from data.digits import digits_tensors
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "models" / "weights"
 
+
+
+def forward_noise(x0, abar, gen):
+    """(x_t, t, ε) with t uniform in 0..999 and x_t = √ᾱ_t x0 + √(1-ᾱ_t) ε (t drawn before ε)."""
+    t = torch.randint(0, 1000, (x0.shape[0],), generator=gen)
+    eps = torch.randn(x0.shape, generator=gen)
+    a = abar[t].view(-1, 1, 1, 1)
+    return a.sqrt() * x0 + (1 - a).sqrt() * eps, t, eps
+
+
+def warm_up(opt, lr: float, step: int, steps: int = 200) -> float:
+    """Linear warm-up, then constant: the budget is wall time, so the step count is not known ahead."""
+    lr = lr * min(1.0, (step + 1) / steps)
+    for g in opt.param_groups:
+        g["lr"] = lr
+    return lr
 
 def log(msg: str):
     print(time.strftime("%H:%M:%S"), msg, flush=True)
@@ -103,14 +118,8 @@ def train_pixel(args):
     while step < args.steps and not out_of_budget(args, t0, c0):
         idx = torch.randint(0, len(x_train), (args.batch,), generator=gen)
         x0 = random_shift(x_train[idx], gen)
-        t = torch.randint(0, 1000, (args.batch,), generator=gen)
-        eps = torch.randn(x0.shape, generator=gen)
-        a = abar[t].view(-1, 1, 1, 1)
-        xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
-        # linear warm-up, then constant: the budget is wall time, so the step count is not known ahead
-        lr = args.lr * min(1.0, (step + 1) / 200)
-        for g in opt.param_groups:
-            g["lr"] = lr
+        xt, t, eps = forward_noise(x0, abar, gen)
+        lr = warm_up(opt, args.lr, step)
         loss = F.mse_loss(model(xt, t).sample, eps)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -305,13 +314,8 @@ def train_latent_unet(args, out: Path):
         z0 = lat[sh, idx]
         y = y_train[idx].clone()
         y[torch.rand(args.batch, generator=gen) < args.label_dropout] = N_CLASSES
-        t = torch.randint(0, 1000, (args.batch,), generator=gen)
-        eps = torch.randn(z0.shape, generator=gen)
-        a = abar[t].view(-1, 1, 1, 1)
-        zt = a.sqrt() * z0 + (1 - a).sqrt() * eps
-        lr = args.lr * min(1.0, (step + 1) / 200)
-        for g in opt.param_groups:
-            g["lr"] = lr
+        zt, t, eps = forward_noise(z0, abar, gen)
+        lr = warm_up(opt, args.lr, step)
         loss = F.mse_loss(unet(zt, t, encoder_hidden_states=table[y]).sample, eps)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -8,7 +8,6 @@ FreeDoM's ρ scale was chosen by a sweep on s0 (ρ ∈ {1, 2, 4, 8} × repeat �
 0.078 / 0.040 without repeats): at ρ = 1 guidance is too weak in 50 steps (sr4 ratio 0.75).
 """
 import pytest
-import torch
 
 from solvers.freedom import FreeDoM
 from solvers.mcg import MCG

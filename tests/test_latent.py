@@ -58,16 +58,20 @@ def sd_dir(tmp_path_factory):
     return d
 
 
-@pytest.fixture(scope="module")
-def class_dir(tmp_path_factory):
+def save_class_latent(d, seed):
+    """A tiny latent prior conditioned on an 11-row class-embedding table (the digits-latent layout)."""
     from safetensors.torch import save_file
 
-    d = tmp_path_factory.mktemp("digits_latent")
-    save_parts(d, *tiny_parts(seed=2))
+    save_parts(d, *tiny_parts(seed=seed))
     (d / "class_embedding").mkdir()
     save_file({"embeddings": torch.randn(11, 4, DIM, generator=torch.Generator().manual_seed(0))},
               str(d / "class_embedding" / "embeddings.safetensors"))
     return d
+
+
+@pytest.fixture(scope="module")
+def class_dir(tmp_path_factory):
+    return save_class_latent(tmp_path_factory.mktemp("digits_latent"), seed=2)
 
 
 def test_text_prior_shapes_schedule_and_record(sd_dir):

@@ -16,7 +16,7 @@ from tasks.inpaint import BoxInpainting
 from tasks.inversion import Inversion
 from tasks.rng import generators, randn
 from tasks.sr import AvgPoolSR
-from tests.test_latent import DIM, save_parts, tiny_parts
+from tests.test_latent import save_class_latent
 
 SIGMA = {"sigma": 0.05}
 SHAPE = (3, 16, 16)
@@ -24,14 +24,7 @@ SHAPE = (3, 16, 16)
 
 @pytest.fixture(scope="module")
 def latent(tmp_path_factory):
-    from safetensors.torch import save_file
-
-    d = tmp_path_factory.mktemp("tiny_latent")
-    save_parts(d, *tiny_parts(seed=3))
-    (d / "class_embedding").mkdir()
-    save_file({"embeddings": torch.randn(11, 4, DIM, generator=torch.Generator().manual_seed(0))},
-              str(d / "class_embedding" / "embeddings.safetensors"))
-    return LatentPrior(str(d), name="tiny_latent")
+    return LatentPrior(str(save_class_latent(tmp_path_factory.mktemp("tiny_latent"), seed=3)), name="tiny_latent")
 
 
 def measured(task, ids, seed=0):
