@@ -27,7 +27,7 @@ from tasks.rng import randn
 
 class DDNM(Solver):
     name = "ddnm"
-    needs = frozenset({"linear"})
+    needs = frozenset({"linear", "pixel"})
 
     def __init__(self, steps: int = 100, eta: float = 0.85, plus: bool = False, travel_length: int = 1,
                  travel_repeat: int = 1, spacing: str = "leading"):

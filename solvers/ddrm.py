@@ -30,7 +30,7 @@ def ve_sigma(a):
 
 class DDRM(Solver):
     name = "ddrm"
-    needs = frozenset({"linear", "svd", "gaussian_noise"})
+    needs = frozenset({"linear", "svd", "gaussian_noise", "pixel"})
 
     def __init__(self, steps: int = 20, eta: float = 0.85, eta_b: float = 1.0, spacing: str = "leading"):
         if not (0 <= eta <= 1 and 0 <= eta_b <= 1):

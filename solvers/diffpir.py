@@ -25,7 +25,7 @@ from tasks.rng import randn
 
 class DiffPIR(Solver):
     name = "diffpir"
-    needs = frozenset({"linear", "svd"})
+    needs = frozenset({"linear", "svd", "pixel"})
 
     def __init__(self, steps: int = 100, lam: float = 1.0, zeta: float = 0.1, spacing: str = "quad"):
         if not 0 <= zeta <= 1:

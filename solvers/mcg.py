@@ -24,7 +24,7 @@ from tasks.rng import randn
 
 class MCG(Solver):
     name = "mcg"
-    needs = frozenset({"linear"})
+    needs = frozenset({"linear", "pixel"})
 
     def __init__(self, steps: int = 1000, alpha: float = 1.0, clip_x0: bool = True, spacing: str = "adm"):
         if not alpha >= 0:

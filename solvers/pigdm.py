@@ -37,7 +37,7 @@ INVERSES = ("auto", "svd", "cg")
 
 class PiGDM(Solver):
     name = "pigdm"
-    needs = frozenset({"linear", "gaussian_noise"})
+    needs = frozenset({"linear", "gaussian_noise", "pixel"})
 
     def __init__(self, steps: int = 100, eta: float = 1.0, scale: float = 1.0, inverse: str = "auto",
                  cg_iters: int = 50, spacing: str = "adm", clip_x0: bool = True):

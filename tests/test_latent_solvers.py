@@ -247,3 +247,14 @@ def test_null_text_counts_and_beats_plain_inversion_under_cfg(latent):
 
 def test_null_text_refuses_pixel_priors(prior):
     refuses_pixel_prior(NullTextInversion(), prior)
+
+
+@pytest.mark.parametrize("name", ["ddrm", "ddnm", "diffpir", "mcg", "pigdm", "daps", "reddiff"])
+def test_pixel_solvers_refuse_a_latent_prior_before_compute(latent, name):
+    """They apply A (or its SVD) to the diffusion state itself: on latents that is a different method."""
+    from harness.build import instantiate
+    from harness.cli import compose
+
+    solver = instantiate("solver", compose([f"solver={name}"]).solver)
+    with pytest.raises(ConfigError, match="pixel-space prior"):
+        solver.check(latent, BoxInpainting(latent.image_shape, SIGMA))
