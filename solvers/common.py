@@ -129,7 +129,7 @@ def time_travel(steps: list, length: int = 1, repeat: int = 1) -> list:
 def svd_coefficients(task, y):
     """(svd, s, ŷ) with s [B|1, d] the singular values padded with zeros to the image dimension d and
     ŷ = Uᵀy [B, d] padded alike: coefficient i of Vᵀx meets s_i and ŷ_i (s_i = 0: x_i is unobserved)."""
-    svd = task.svd()
+    svd = task.cached_svd()
     if svd is None:
         raise ConfigError(f"task {task.name} has no SVD on these images; choose a task with one or another solver.")
     d = y.new_zeros(1, *task.image_shape).numel()
