@@ -13,6 +13,7 @@ NEEDS_HELP = {
     "exact": "the exact Gaussian-mixture prior (model=gmm)",
     "latent": "a latent prior (e.g. Stable Diffusion)",
     "pixel": "a pixel-space prior",
+    "mask": "a mask task (inpainting, e.g. task=inpaint_box)",
 }
 
 

@@ -54,12 +54,12 @@ class Graikos(Solver):
 
     def _direction(self, task) -> str:
         if self.direction == "auto":
-            return "mask" if getattr(task, "mask", None) is not None else "decoder"
+            return "mask" if "mask" in task.provides else "decoder"
         return self.direction
 
     def check(self, prior, task):
         super().check(prior, task)
-        if self._direction(task) == "mask" and (getattr(task, "mask", None) is None or not task.linear):
+        if self._direction(task) == "mask" and "mask" not in task.provides:
             raise ConfigError(f"solver graikos with direction=mask needs a mask task (inpainting), not "
                               f"task={task.name}; set solver.direction=decoder or auto.")
 

@@ -43,6 +43,10 @@ class MaskTask(LinearTask):
     has_svd = True
 
     @property
+    def provides(self) -> frozenset:
+        return super().provides | {"mask"}  # A = m ⊙ x: solvers may use the mask itself (Graikos et al.)
+
+    @property
     def mask(self) -> torch.Tensor:
         return self.params["mask"]
 

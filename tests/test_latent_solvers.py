@@ -175,6 +175,9 @@ def test_graikos_refusals(prior, latent):
     refuses_pixel_prior(Graikos(), prior)
     with pytest.raises(ConfigError, match="mask task"):
         Graikos(direction="mask").check(latent, TASKS["sr"]().bind({}))
+    # the harness checks an *unbound* task (no mask drawn yet): auto and mask must not need the mask itself
+    Graikos(direction="mask").check(latent, TASKS["inpaint"]())
+    assert Graikos()._direction(TASKS["inpaint"]()) == "mask" and Graikos()._direction(TASKS["sr"]()) == "decoder"
     with pytest.raises(ConfigError, match="direction"):
         Graikos(direction="newton")
 
