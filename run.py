@@ -4,7 +4,7 @@ import sys
 from harness.cli import CONF_DIR, add_names, check_overrides, fail
 from tasks.errors import ConfigError
 
-SHOWN = ("run", "n_ok", "n_diverged", "psnr", "ssim", "sw2", "sw2_floor", "mean_err", "mean_err_floor", "nfe", "vjp",
+SHOWN = ("run", "n_ok", "n_diverged", "psnr", "ssim", "target_acc", "sw2", "sw2_floor", "mean_err", "mean_err_floor", "nfe", "vjp",
          "sec_per_sample")
 
 

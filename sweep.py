@@ -19,7 +19,7 @@ from harness.cli import check_overrides, fail
 from tasks.errors import ConfigError
 
 
-HIGHER_IS_BETTER = ("psnr", "ssim")  # prefixes; every other metric (lpips, fid, kid, sw2, mean_err, cost) is lower-better
+HIGHER_IS_BETTER = ("psnr", "ssim", "target_")  # prefixes; every other metric (lpips, fid, kid, sw2, mean_err, cost) is lower-better
 
 
 def higher_better(metric: str) -> bool:

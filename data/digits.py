@@ -57,10 +57,16 @@ class DigitsDataset(Dataset):
 
     name = "digits"
 
-    def __init__(self, prior, n: int | None = 16, start: int = 0, split: str = "test"):
+    def __init__(self, prior, n: int | None = 16, start: int = 0, split: str = "test", classes=None):
         if split not in SPLITS:
             raise ConfigError(f"dataset.split={split!r} is not a digits split; use one of {', '.join(SPLITS)}.")
         ids = split_indices()[split]
+        self.classes = None if classes is None else sorted({int(c) for c in (classes if isinstance(classes, (list, tuple)) else [classes])})
+        if self.classes is not None:  # e.g. the 3s of the split, for a 3 → 8 edit
+            if not set(self.classes) <= set(range(10)):
+                raise ConfigError(f"dataset.classes must be digits 0..9, got {classes}.")
+            labels = _raw()[1]
+            ids = [i for i in ids if int(labels[i]) in self.classes]
         if start < 0 or start >= len(ids) or (n is not None and n < 1):
             raise ConfigError(f"dataset.n must be >= 1 and 0 <= dataset.start < {len(ids)} for the digits "
                               f"{split} split (got n={n}, start={start}).")
@@ -80,4 +86,7 @@ class DigitsDataset(Dataset):
         return int(_raw()[1][int(image_id)])
 
     def describe(self):
-        return {"dataset": self.name, "split": self.split, "dataset_start": self.start}
+        out = {"dataset": self.name, "split": self.split, "dataset_start": self.start}
+        if self.classes is not None:
+            out["dataset_classes"] = ",".join(map(str, self.classes))
+        return out

@@ -20,6 +20,7 @@ from harness.cache import MeasurementCache
 from harness.grid import save_grid
 from harness.loggers import check_logger, log_run
 from harness.records import RunDir, atomic_write_csv, git_commit, upsert_leaderboard
+from metrics import edit as editlib
 from metrics import fid as fidlib
 from metrics.image import psnr, ssim
 from metrics.lpips import LPIPS
@@ -27,7 +28,7 @@ from metrics.posterior import posterior_metrics
 from tasks.errors import ConfigError
 from tasks.rng import generator
 
-PER_SAMPLE = ("psnr", "ssim", "lpips_vgg", "lpips_alex")
+PER_SAMPLE = ("psnr", "ssim", "lpips_vgg", "lpips_alex", "target_acc", "target_prob")
 SUMMARY_STD = (*PER_SAMPLE, "psnr_best", *(f"{m}_bestpsnr" for m in PER_SAMPLE[1:]), "sw2", "mean_err")
 SET_METRICS = ("fid", "kid")
 
@@ -36,6 +37,10 @@ def cell_config(cfg: DictConfig) -> dict:
     """What defines a cell's results (compute settings excluded: they must not change them)."""
     out = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("solver", "task", "dataset", "model")}
     out["seed"], out["num_samples"] = int(cfg.seed), int(cfg.run.num_samples)
+    if cfg.metrics.get("edit_classifier"):
+        out["edit_classifier"] = str(cfg.metrics.edit_classifier)
+    if cfg.run.get("prompt", "dataset") != "dataset":  # only when set: earlier cells keep their names
+        out["prompt"] = cfg.run.prompt
     if cfg.metrics.get("lpips"):  # per-image metrics are computed with the images: part of the cell
         out["lpips"] = [list(cfg.metrics.lpips), int(cfg.metrics.lpips_min_size), bool(cfg.metrics.lpips_random_backbone)]
     return out
@@ -83,6 +88,27 @@ def _protocol(cfg: DictConfig, cell: Cell) -> dict:
     }
 
 
+def run_prompts(cfg: DictConfig, captions: list) -> list:
+    """Each image's prompt: its caption or class name (run.prompt=dataset), None (null: unconditional), or
+    the one prompt given."""
+    mode = cfg.run.get("prompt", "dataset")
+    if mode == "dataset":
+        return list(captions)
+    return [None if mode is None else str(mode)] * len(captions)
+
+
+def condition(prior, solver, prompts: list, n_samples: int):
+    """The prior's condition for a batch (each prompt repeated for its samples; None if no image has one),
+    carrying the solver's own CFG scale (`solver.cfg_scale`) when its config sets one."""
+    if all(p is None for p in prompts):
+        return None
+    cond = prior.embed([p for p in prompts for _ in range(n_samples)])
+    scale = getattr(solver, "cfg_scale", None)
+    if cond is not None and scale is not None:
+        cond = {**cond, "scale": float(scale)}
+    return cond
+
+
 def _exact_metrics_apply(cfg, cell) -> bool:
     mode = str(cfg.metrics.posterior).lower()
     if mode not in ("auto", "true", "false"):
@@ -112,15 +138,21 @@ class Scorer:
             self.reference_file = fidlib.reference_path(cfg.run.cache, self.reference)
             self.kid_args = (int(m.kid_subsets), int(m.kid_subset_size))
         self.device = cell.device
+        self.edit = None
+        if m.get("edit_classifier") and "edit" in cell.task.provides:  # target-class accuracy of edits
+            self.edit = (editlib.load_classifier(m.edit_classifier), editlib.target_index(cell.task.target))
+            self.cfg_edit = str(m.edit_classifier)
 
     def per_sample(self, x_hat: torch.Tensor, x: torch.Tensor) -> list[dict]:
         """Network metrics of every sample, batched: x_hat [B,N,C,H,W], x [B,C,H,W] -> per image {name: [N]}."""
         B, N = x_hat.shape[:2]
-        if self.lpips is None:
-            return [{} for _ in range(B)]
         flat = torch.nan_to_num(x_hat.flatten(0, 1))  # diverged images are marked by score_image
-        vals = self.lpips(flat, x.repeat_interleave(N, 0))
-        return [{k: v.reshape(B, N)[j] for k, v in vals.items()} for j in range(B)]
+        vals = {}
+        if self.lpips is not None:
+            vals.update(self.lpips(flat, x.repeat_interleave(N, 0)))
+        if self.edit is not None:
+            vals.update(editlib.edit_scores(self.edit[0], flat.to(self.device), self.edit[1]))
+        return [{k: v.reshape(B, N)[j].cpu() for k, v in vals.items()} for j in range(B)]
 
     def describe(self) -> dict:
         out = {}
@@ -128,6 +160,8 @@ class Scorer:
             out["lpips_min_size"] = self.lpips.min_size
         if self.set:
             out.update(fid_mode=self.mode, fid_features=self.features, fid_reference=self.reference)
+        if self.edit is not None:
+            out["edit_classifier"] = self.cfg_edit
         return out
 
 
@@ -156,6 +190,8 @@ def run_cell(cfg: DictConfig, *, after_batch=None) -> dict:
     cell = build_cell(cfg)
     exact = _exact_metrics_apply(cfg, cell)
     check_logger(cfg)
+    if cfg.run.get("prompt", "dataset") not in ("dataset", None):
+        cell.prior.embed([str(cfg.run.prompt)])  # a prompt the prior cannot take fails here, before any compute
     scorer = Scorer(cfg, cell)
     name = run_name(cfg, cell.prior.describe())
     rd = RunDir(cfg.run.root, name)
@@ -180,8 +216,8 @@ def run_cell(cfg: DictConfig, *, after_batch=None) -> dict:
         bound = task.bind(params).repeat(N).to(cell.device, cell.dtype)
         y_n = y.repeat_interleave(N, 0).to(cell.device, cell.dtype)
         gens = [generator(seed, "solver", i, r, device=cell.device) for i in ids for r in range(N)]
-        # captions (COCO) or class names condition the prior; pixel priors embed to None
-        cond = prior.embed([c for c in captions for _ in range(N)]) if any(c is not None for c in captions) else None
+        prompts = run_prompts(cfg, captions)
+        cond = condition(prior, solver, prompts, N)
 
         prior.cost.reset()
         if cell.device.type == "cuda":
@@ -201,7 +237,7 @@ def run_cell(cfg: DictConfig, *, after_batch=None) -> dict:
         rows = []
         for j, image_id in enumerate(ids):
             post = prior.posterior(task.bind(params).index([j]), y[j: j + 1]) if exact else None
-            rows.append({**protocol, "image_id": str(image_id), "prompt": captions[j], "measurement_key": keys[j],
+            rows.append({**protocol, "image_id": str(image_id), "prompt": prompts[j], "measurement_key": keys[j],
                          **score_image(x_hat[j], x[j], post, image_id, int(cfg.metrics.n_ref), extra[j]),
                          **cost, "sec_per_sample": seconds / n, "peak_mem_mb": peak,
                          "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

@@ -64,6 +64,24 @@ def features(x: torch.Tensor, model: DigitsClassifier | None = None) -> torch.Te
 
 
 @torch.no_grad()
+def logits(x: torch.Tensor, model: DigitsClassifier | None = None) -> torch.Tensor:
+    """Class logits [N, 10] of [N,1,16,16] images in [-1,1] (classes "0".."9"; the edit task's scorer)."""
+    model = model or _cached(x.device)
+    return model(x.float().clamp(-1, 1))
+
+
+_LOADED: dict = {}
+
+
+def _cached(device) -> DigitsClassifier:
+    """One loaded classifier per device (scoring calls this once per batch)."""
+    key = str(device)
+    if key not in _LOADED:
+        _LOADED[key] = load_classifier(device=device)
+    return _LOADED[key]
+
+
+@torch.no_grad()
 def confidence(x: torch.Tensor, model: DigitsClassifier | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(max softmax probability [N], predicted class [N]) of [N,1,16,16] images."""
     model = model or load_classifier(device=x.device)

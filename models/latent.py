@@ -157,7 +157,7 @@ class LatentPrior(Prior):
             h = torch.cat([self._per_sample(cond["uncond"], B), self._per_sample(cond["cond"], B)])
             out = self.unet(torch.cat([x_t, x_t]).to(dt), torch.cat([t, t]),
                             encoder_hidden_states=h.to(device=x_t.device, dtype=dt)).sample
-            uncond, c = out.float().chunk(2)
+            uncond, c = out.to(torch.promote_types(x_t.dtype, torch.float32)).chunk(2)  # combined in ≥ float32
             out = uncond + self._scale(cond) * (c - uncond)
         else:
             h = self._per_sample(cond, B).to(device=x_t.device, dtype=dt)

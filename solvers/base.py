@@ -14,6 +14,7 @@ NEEDS_HELP = {
     "latent": "a latent prior (e.g. Stable Diffusion)",
     "pixel": "a pixel-space prior",
     "mask": "a mask task (inpainting, e.g. task=inpaint_box)",
+    "identity": "the image itself as y (task=inversion or task=edit; to edit a corrupted image use solver=restore_edit)",
 }
 
 

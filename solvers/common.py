@@ -199,3 +199,32 @@ def check_backprojection(how: str, solver: str):
 def inf_norm(r: torch.Tensor) -> torch.Tensor:
     """‖r_i‖_∞ per sample, shaped to broadcast against r."""
     return r.flatten(1).abs().amax(dim=1).reshape(-1, *([1] * (r.dim() - 1)))
+
+
+# -- editing --------------------------------------------------------------------------------------
+def edit_target(prior, task, cond):
+    """The condition to regenerate with: the edit task's target prompt (with the source condition's CFG
+    scale, if it carries one), or the source condition itself on any other task."""
+    if "edit" not in task.provides:
+        return cond
+    target = prior.embed(task.target)
+    if target is None:
+        raise ConfigError(f"task=edit needs a conditional prior (model={prior.name} takes no prompt); use a latent "
+                          "prior with text or class conditioning, e.g. model=digits_latent.")
+    return {**target, "scale": cond["scale"]} if isinstance(cond, dict) and "scale" in cond else target
+
+
+def check_edit(prior, task, solver: str):
+    """Before compute: an edit needs a prior that takes the target prompt."""
+    if "edit" in task.provides:
+        if prior.embed("") is None:
+            raise ConfigError(f"solver {solver} on task=edit needs a conditional prior (model={prior.name} takes no "
+                              "prompt); use a latent prior with text or class conditioning, e.g. model=digits_latent.")
+        prior.embed(task.target)  # a target the prior cannot take (e.g. an unknown class) fails here
+
+
+def inversion_top(steps: int, strength: float) -> int:
+    """The highest level an edit inverts to: round(strength·steps) of the `steps` levels (strength 1: pure noise)."""
+    if not 0 < strength <= 1:
+        raise ConfigError(f"strength must be in (0, 1], got {strength}; set solver.strength.")
+    return max(1, round(strength * steps))

@@ -11,8 +11,13 @@ as in the official prompt-to-prompt notebook, on the `inversion` task (y is the 
         z̄ = DDIM_{i→i−1}(z̄; ε̂ with the optimised ∅)                       (1 NFE)
     return D(z̄)
 
-w is the model's guidance scale (model.guidance_scale, 7.5 in the paper); the condition is the image's
-caption, or "" when there is none. Early stopping is per sample (a stopped sample's ∅ is frozen) so a
+Editing (task=edit; prompt-to-prompt's prompt swap, without its cross-attention control): a second
+chain from z*_S follows the target prompt with the same optimised nulls,
+        z^e ← DDIM_{i→i−1}(z^e; ε(z^e, t_i; ∅_i) + w (ε(z^e, t_i; c_target) − ε(z^e, t_i; ∅_i)))   (2 NFE)
+and its end is returned instead of the reconstruction.
+
+w is the model's guidance scale (model.guidance_scale, 7.5 in the paper; `solver.cfg_scale` overrides
+it); the condition is the image's caption, or "" when there is none. Early stopping is per sample (a stopped sample's ∅ is frozen) so a
 result does not depend on the batch. Cost: S + Σ_steps (2 + iterations) NFEs and one VJP per iteration.
 """
 from __future__ import annotations
@@ -20,13 +25,13 @@ from __future__ import annotations
 import torch
 
 from solvers.base import Solver
-from solvers.common import ddim_jump, levels
+from solvers.common import check_edit, ddim_jump, edit_target, levels
 from tasks.errors import ConfigError
 
 
 class NullTextInversion(Solver):
     name = "null_text"
-    needs = frozenset({"latent"})
+    needs = frozenset({"latent", "identity"})
 
     def __init__(self, steps: int = 50, inner: int = 10, lr: float = 1e-2, tol: float = 1e-5,
                  tol_growth: float = 2e-5, spacing: str = "adm"):
@@ -36,8 +41,14 @@ class NullTextInversion(Solver):
         self.steps, self.inner, self.lr = int(steps), int(inner), float(lr)
         self.tol, self.tol_growth, self.spacing = float(tol), float(tol_growth), spacing
 
+    def check(self, prior, task):
+        super().check(prior, task)
+        check_edit(prior, task, self.name)
+
     def solve(self, prior, task, y, gens, cond=None):
         cond = prior.embed("") if cond is None else cond
+        edit = "edit" in task.provides
+        target = edit_target(prior, task, cond) if edit else None
         only_c = {**cond, "scale": 1.0}
         w = float(cond.get("scale", getattr(prior, "guidance_scale", 1.0)))
         ts = levels(prior.T, self.steps, self.spacing)
@@ -47,7 +58,7 @@ class NullTextInversion(Solver):
                 z = pivot[-1]
                 eps = prior.eps(z, ts[i + 1], only_c)
                 pivot.append(ddim_jump(z, eps, prior.abar(ts[i], z), prior.abar(ts[i + 1], z)))
-        z = pivot[-1]
+        z = z_edit = pivot[-1]
         B = z.shape[0]
         null = cond["uncond"].expand(B, *cond["uncond"].shape[1:]).clone()
         for j, i in enumerate(range(self.steps, 0, -1)):
@@ -77,4 +88,7 @@ class NullTextInversion(Solver):
                     break
             with torch.no_grad():
                 z = guided(null.detach())
-        return prior.decode(z)
+                if edit:
+                    e = prior.eps(z_edit, t, {"cond": target["cond"], "uncond": null.detach(), "scale": w})
+                    z_edit = ddim_jump(z_edit, e, a_t, a_p)
+        return prior.decode(z_edit if edit else z)

@@ -11,6 +11,10 @@ class Inversion(LinearTask):
     def __init__(self, image_shape, noise=None):
         super().__init__(image_shape, noise)
 
+    @property
+    def provides(self) -> frozenset:
+        return super().provides | {"identity"}  # y is the image: what round-trip and edit solvers start from
+
     def A(self, x):
         return x
 

@@ -1,0 +1,43 @@
+"""Restore, then edit — editing of corrupted images (STSL's use case; Rout et al., CVPR 2024, §5).
+
+    x̂_r = restore(y)                          any solver of the degradation (STSL by default)
+    x̂   = edit(x̂_r → target prompt)           an inversion-family editor (BDIA by default) on the
+                                               restored image, source condition = the run's prompt
+
+The paper's editor is prompt-to-prompt cross-attention control with its "cross-attention tuning"
+(surrogate-loss gradient steps between the editing steps); this harness has no attention control,
+so the editor here is exact inversion plus regeneration under the target (solvers/bdia.py,
+edict.py, ddim_inversion.py or null_text.py), and the CAT steps are not reproduced.
+Cost = the restorer's + the editor's, both counted by the prior.
+"""
+from __future__ import annotations
+
+from solvers.base import Solver
+from tasks.errors import ConfigError
+
+
+class RestoreThenEdit(Solver):
+    name = "restore_edit"
+
+    def __init__(self, restore: Solver, edit: Solver):
+        if not isinstance(restore, Solver) or not isinstance(edit, Solver):
+            raise ConfigError("solver.restore and solver.edit must each be a solver config with a _target_ "
+                              "(e.g. solvers.stsl.STSL and solvers.bdia.BDIA).")
+        if "identity" not in edit.needs:
+            raise ConfigError(f"solver.edit must be an inversion-family editor (bdia, edict, ddim_inversion, "
+                              f"null_text), not {edit.name}.")
+        self.restore, self.edit = restore, edit
+
+    def check(self, prior, task):
+        if "edit" not in task.provides:
+            raise ConfigError(f"solver restore_edit needs an edit task (e.g. task=edit_sr4), not task={task.name}.")
+        self.restore.check(prior, task)
+        self.edit.check(prior, task.clean())
+
+    def describe(self) -> dict:
+        return {"restore": {"name": self.restore.name, **self.restore.describe()},
+                "edit": {"name": self.edit.name, **self.edit.describe()}}
+
+    def solve(self, prior, task, y, gens, cond=None):
+        restored = self.restore.solve(prior, task, y, gens, cond).detach().clamp(-1, 1)  # an image, as editors take
+        return self.edit.solve(prior, task.clean(), restored, gens, cond)
