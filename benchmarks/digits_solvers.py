@@ -1,12 +1,15 @@
-"""Every pixel solver on the digits world (the shipped DDPM, held-out digits): results/digits_solvers.md
-and one comparison grid per task, results/digits_solvers_<task>.png (rows: truth, measurement, then one
-row per solver, in the table's order).
+"""Every solver of a digits world on held-out digits: a markdown table and one comparison grid per task
+(rows: truth, measurement, then one row per solver, in the table's order).
 
-    OMP_NUM_THREADS=1 python benchmarks/digits_solvers.py [--images 8]
+    OMP_NUM_THREADS=1 python benchmarks/digits_solvers.py [--images 8]            # pixel DDPM (model=digits)
+    OMP_NUM_THREADS=1 python benchmarks/digits_solvers.py --latent [--images 8]   # latent solvers (model=digits_latent)
 
-Each cell is `python run.py dataset=digits model=digits dataset.n=N task=T solver=S [overrides]`
-(composed with harness.cli.compose, run with harness.runner.run_cell) with each solver's default
-configuration, except the DAPS budget (50 levels × 2 ODE steps × 50 Langevin steps, not 200×5×100).
+Each cell is `python run.py dataset=digits model=<model> dataset.n=N task=T solver=S [overrides]`
+(composed with harness.cli.compose, run with harness.runner.run_cell). Pixel world: each solver's
+default configuration, except the DAPS budget (50 levels × 2 ODE steps × 50 Langevin steps). Latent
+world: unconditional (run.prompt=null: the measurement-only baseline pinv gets no class label, so
+neither do the solvers) with CPU budgets and step sizes for this 16-px world listed in LATENT below
+(paper defaults are for Stable Diffusion at 512²); pinv is the measurement-only baseline A⁺y.
 """
 from __future__ import annotations
 
@@ -26,31 +29,32 @@ from harness.runner import cell_config, run_cell  # noqa: E402
 from metrics.image import to01  # noqa: E402
 
 TASKS = ["inpaint_box", "sr4"]
-SOLVERS = [("pinv", []), ("ddim", []), ("dps", []), ("dps_dsg", []), ("ddrm", []), ("pigdm", []), ("ddnm", []),
-           ("ddnm_plus", []), ("reddiff", []), ("diffpir", []), ("freedom", []), ("mcg", []),
-           ("daps", ["solver.annealing_steps=50", "solver.ode_steps=2", "solver.langevin_steps=50"])]
-COLS = ["psnr", "ssim", "nfe", "vjp", "sec_per_sample"]
+PIXEL = [("pinv", []), ("ddim", []), ("dps", []), ("dps_dsg", []), ("ddrm", []), ("pigdm", []), ("ddnm", []),
+         ("ddnm_plus", []), ("reddiff", []), ("diffpir", []), ("freedom", []), ("mcg", []),
+         ("daps", ["solver.annealing_steps=50", "solver.ode_steps=2", "solver.langevin_steps=50"])]
+# (name shown, config, overrides): budgets and step sizes for the 16-px latent world
+LATENT = [("pinv", "pinv", []),
+          ("ddim (prior only)", "ddim", []),
+          ("latent DPS", "dps", ["solver.steps=100"]),
+          ("PSLD", "psld", ["solver.steps=100"]),
+          ("STSL", "stsl", ["solver.lam=0.1"]),
+          ("STSL-biased (η=0)", "stsl", ["solver.lam=0.1", "solver.trace_weight=0"]),
+          ("Graikos et al.", "graikos", [])]
+COLS = ["psnr", "ssim", "nfe", "vjp", "decode_vjp", "sec_per_sample"]
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--images", type=int, default=8)
-    a = ap.parse_args()
-    base = ["dataset=digits", "model=digits", f"dataset.n={a.images}", "run.num_samples=1", "run.progress=false",
-            "run.root=results/runs/digits_solvers", "run.leaderboard=results/runs/digits_solvers/leaderboard.csv"]
-    lines = ["# Pixel solvers on the digits world (shipped 1×16×16 DDPM, held-out test digits, σ_y = 0.05 on [-1,1])",
-             "", f"`OMP_NUM_THREADS=1 python benchmarks/digits_solvers.py --images {a.images}` — each cell is "
-             f"`python run.py {' '.join(base[:3])} task=<task> solver=<solver>` with the solver's defaults "
-             "(DAPS: 50×2 levels/ODE steps, 50 Langevin steps). CPU, 2 cores shared with other jobs when measured.", ""]
-    for task in TASKS:
-        lines += [f"## {task}", "", "| solver | " + " | ".join(COLS) + " |", "|---|" + "---|" * len(COLS)]
+def run_table(base: list, solvers: list, title: list, stem: str, cols=COLS, tasks=TASKS):
+    """One cell per (task, solver); returns the markdown lines and writes results/<stem>_<task>.png."""
+    lines = title
+    for task in tasks:
+        lines += [f"## {task}", "", "| solver | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
         rows = []
-        for name, over in SOLVERS:
+        for shown, name, over in solvers:
             cfg = compose([*base, f"task={task}", f"solver={name}", *over])
             s = run_cell(cfg)
-            lines.append(f"| {name} | " + " | ".join(f"{s.get(c, float('nan')):.4g}" for c in COLS) + " |")
+            lines.append(f"| {shown} | " + " | ".join(f"{s.get(c, float('nan')):.4g}" for c in cols) + " |")
             rows.append(torch.stack(list(RunDir(cfg.run.root, s["run"]).reconstructions().values())))
-            print(task, name, [f"{s.get(c, float('nan')):.4g}" for c in COLS], flush=True)
+            print(task, shown, [f"{s.get(c, float('nan')):.4g}" for c in cols], flush=True)
         from harness.build import build_cell  # the truths and measurements the cells saw
         cell = build_cell(cfg)
         ids = cell.dataset.ids
@@ -59,10 +63,38 @@ def main():
                                         int(cfg.seed)).measure(cell.task, x, ids)
         grid = torch.cat([x, cell.task.bind(params).display(y), *[r[: len(ids)] for r in rows]])
         grid = torch.nn.functional.interpolate(to01(torch.nan_to_num(grid)), scale_factor=3, mode="nearest")
-        torchvision.utils.save_image(grid, f"results/digits_solvers_{task}.png", nrow=len(ids), padding=2, pad_value=1)
-        lines += ["", f"![{task}](digits_solvers_{task}.png) rows: truth, measurement, then "
-                  + ", ".join(n for n, _ in SOLVERS), ""]
-    Path("results/digits_solvers.md").write_text("\n".join(lines) + "\n")
+        torchvision.utils.save_image(grid, f"results/{stem}_{task}.png", nrow=len(ids), padding=2, pad_value=1)
+        lines += ["", f"![{task}]({stem}_{task}.png) rows: truth, measurement, then "
+                  + ", ".join(n for n, _, _ in solvers), ""]
+    return lines
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--images", type=int, default=8)
+    ap.add_argument("--latent", action="store_true", help="the latent solvers on model=digits_latent")
+    a = ap.parse_args()
+    model, stem = ("digits_latent", "digits_latent_solvers") if a.latent else ("digits", "digits_solvers")
+    base = ["dataset=digits", f"model={model}", f"dataset.n={a.images}", "run.num_samples=1", "run.progress=false",
+            f"run.root=results/runs/{stem}", f"run.leaderboard=results/runs/{stem}/leaderboard.csv"]
+    if a.latent:
+        base.append("run.prompt=null")
+        solvers = LATENT
+        title = ["# Latent solvers on the latent digits world (shipped VAE + latent UNet, held-out test digits, "
+                 "σ_y = 0.05 on [-1,1])", "", f"`OMP_NUM_THREADS=1 python benchmarks/digits_solvers.py --latent "
+                 f"--images {a.images}` — each cell is `python run.py {' '.join(base[:3])} run.prompt=null "
+                 "task=<task> solver=<solver> <overrides>` (unconditional: no class label, like the measurement-only "
+                 "baseline pinv = A⁺y). Budgets and step sizes for this 16-px world are in benchmarks/digits_solvers.py "
+                 "(LATENT). CPU, one thread, 2 cores shared with other jobs when measured; `decode_vjp` = backward "
+                 "passes through the VAE decoder.", ""]
+    else:
+        solvers = [(n, n, o) for n, o in PIXEL]
+        title = ["# Pixel solvers on the digits world (shipped 1×16×16 DDPM, held-out test digits, σ_y = 0.05 on [-1,1])",
+                 "", f"`OMP_NUM_THREADS=1 python benchmarks/digits_solvers.py --images {a.images}` — each cell is "
+                 f"`python run.py {' '.join(base[:3])} task=<task> solver=<solver>` with the solver's defaults "
+                 "(DAPS: 50×2 levels/ODE steps, 50 Langevin steps). CPU, 2 cores shared with other jobs when measured.", ""]
+    lines = run_table(base, solvers, title, stem, COLS if a.latent else COLS[:4] + COLS[5:])
+    Path(f"results/{stem}.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from models.base import Prior, linear_alphas_cumprod
+from models.base import Prior, counted, linear_alphas_cumprod
 from tasks.errors import ConfigError
 from tasks.rng import randn
 
@@ -50,15 +50,21 @@ class GaussianMixture:
         logn, _ = self._terms(x, abar)
         return torch.logsumexp(logn + self.weights.log(), dim=1)
 
-    def score_t(self, x, abar):
+    def score_t(self, x, abar, logits=None):
+        """∇ log p_t(x); `logits` [B,K] (unnormalised log-weights, per sample) replace the mixture weights."""
         logn, cinv_diff = self._terms(x, abar)
-        resp = torch.softmax(logn + self.weights.log(), dim=1)
+        logw = self.weights.log() if logits is None else logits.log_softmax(-1)
+        resp = torch.softmax(logn + logw, dim=1)
         return -(resp[..., None] * cinv_diff).sum(1)
 
     def tweedie_t(self, x, abar):
         """E[x0 | x_t] = (x_t + (1-ᾱ) ∇log p_t) / √ᾱ."""
         a = abar.reshape(-1, 1)
         return (x + (1 - a) * self.score_t(x, abar)) / a.sqrt()
+
+    def rotated(self, Q: torch.Tensor) -> "GaussianMixture":
+        """The law of Q x for x from this mixture (Q orthogonal d×d): means Qμ_k, bases Q U_k."""
+        return GaussianMixture(self.weights, self.means @ Q.T, Q @ self.bases, self.lams, self.delta)
 
     def sample(self, gens) -> torch.Tensor:
         """One sample per generator, [B, d]; each uses its own generator only."""
@@ -147,6 +153,96 @@ class ExactPrior(Prior):
             logn = -0.5 * (r @ sol + 2 * L.diagonal().log().sum() + A.shape[0] * math.log(2 * math.pi))
             logw.append(mix.weights[k].log() + logn)
         return GaussianMixturePosterior(torch.stack(logw), torch.stack(means), torch.stack(covs))
+
+
+class ExactLatentPrior(ExactPrior):
+    """The exact world seen by a latent solver: an orthogonal "autoencoder" z = E(x) = Q x, D(z) = Qᵀ z
+    (Q a seeded random rotation, or the identity), and a "UNet" that is the exact ε of the law of z (the
+    mixture rotated by Q). The posterior over images is the pixel world's, so latent solvers are scored
+    against the exact posterior. Encoder/decoder calls and their backward passes are counted as a VAE's.
+
+    Prompts are mixture logits, so prompt-tuning solvers (P2L) have an embedding to tune: class "k" puts
+    the weight on component k, "" (null) is the mixture's own weights; `embed` gives [n, 1, K] rows and a
+    condition is differentiable. CFG (scale ≠ 1) combines the ε of the two logit rows (2 NFE per sample).
+    """
+
+    is_latent = True
+
+    def __init__(self, mixture: GaussianMixture, image_shape, alphas_cumprod=None, name="gmm_latent",
+                 rotate: bool = True, guidance_scale: float = 1.0):
+        super().__init__(mixture, image_shape, alphas_cumprod, name)
+        d = mixture.d
+        if rotate:
+            q, r = torch.linalg.qr(torch.randn(d, d, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
+            q = q * r.diagonal().sign()  # the Haar-distributed orthogonal factor
+        else:
+            q = torch.eye(d, dtype=torch.float64)
+        self.register_buffer("Q", q, persistent=False)
+        self.latent = mixture.rotated(q)
+        self.guidance_scale = float(guidance_scale)
+
+    def _logits(self, prompts) -> torch.Tensor:
+        K = len(self.mixture.weights)
+        rows = []
+        for p in prompts:
+            if p == "":
+                rows.append(self.mixture.weights.log())
+            elif str(p).isdigit() and int(p) < K:
+                rows.append(torch.full((K,), -30.0, dtype=torch.float64).index_fill(0, torch.tensor([int(p)]), 0.0))
+            else:
+                raise ConfigError(f"class prompt {p!r} is not one of the {K} components '0'..'{K - 1}' (or '' for none).")
+        return torch.stack(rows)[:, None, :]
+
+    def embed(self, prompt):
+        if prompt is None:
+            return None
+        prompts = [prompt] if isinstance(prompt, str) else [("" if p is None else str(p)) for p in prompt]
+        return {"cond": self._logits(prompts), "uncond": self._logits([""])}
+
+    def _scale(self, cond) -> float:
+        return float(cond.get("scale", self.guidance_scale)) if isinstance(cond, dict) else self.guidance_scale
+
+    def nfe_per_call(self, cond) -> int:
+        return 2 if cond is not None and self._scale(cond) != 1.0 else 1
+
+    def _eps(self, z, t, logits):
+        a = self.alphas_cumprod[t.to(self.alphas_cumprod.device)].to(z.device)
+        if logits is not None:
+            logits = logits.to(device=z.device, dtype=torch.float64)[:, 0]
+            logits = logits.expand(z.shape[0], -1) if logits.shape[0] == 1 else logits
+        score = self.latent.score_t(z.flatten(1).double(), a, logits)
+        return (-(1 - a)[:, None].sqrt() * score).to(z.dtype).reshape(z.shape)
+
+    def network(self, z, t, cond=None):
+        if cond is None:
+            return self._eps(z, t, None)
+        if self._scale(cond) == 1.0:
+            return self._eps(z, t, cond["cond"])
+        uncond, c = self._eps(z, t, cond["uncond"]), self._eps(z, t, cond["cond"])
+        return uncond + self._scale(cond) * (c - uncond)
+
+    def encode(self, image):
+        self.cost.encode += image.shape[0]
+        z = image.flatten(1) @ self.Q.to(image).T
+        return counted(z.reshape(image.shape[0], *self.state_shape), self.cost, "encode_vjp")
+
+    def decode(self, state):
+        self.cost.decode += state.shape[0]
+        x = state.flatten(1) @ self.Q.to(state)
+        return counted(x.reshape(state.shape[0], *self.image_shape), self.cost, "decode_vjp")
+
+    def sample_latent(self, gens) -> torch.Tensor:
+        return self.latent.sample(gens).reshape(-1, *self.state_shape)
+
+
+def digits_gmm_latent(size: int = 16, rank: int = 32, delta: float = 1e-3, rotate: bool = True,
+                      guidance_scale: float = 1.0) -> ExactLatentPrior:
+    """`model=gmm_latent`: the digits mixture behind an orthogonal autoencoder (see ExactLatentPrior)."""
+    base = digits_gmm(size, rank, delta)
+    prior = ExactLatentPrior(base.mixture, base.image_shape, base.alphas_cumprod, rotate=rotate,
+                             guidance_scale=guidance_scale)
+    prior.config = {**base.config, "rotate": bool(rotate), "guidance_scale": float(guidance_scale)}
+    return prior
 
 
 @functools.lru_cache(maxsize=4)

@@ -47,13 +47,17 @@ class NullTextInversion(Solver):
 
     def solve(self, prior, task, y, gens, cond=None):
         cond = prior.embed("") if cond is None else cond
-        edit = "edit" in task.provides
-        target = edit_target(prior, task, cond) if edit else None
+        target = edit_target(prior, task, cond) if "edit" in task.provides else None
+        return prior.decode(self.latent(prior, prior.encode(y), cond, target))
+
+    def latent(self, prior, z0, cond, target=None):
+        """The reconstruction of latent z0 (target None), or its edit towards the `target` condition."""
+        edit = target is not None
         only_c = {**cond, "scale": 1.0}
         w = float(cond.get("scale", getattr(prior, "guidance_scale", 1.0)))
         ts = levels(prior.T, self.steps, self.spacing)
         with torch.no_grad():
-            pivot = [prior.encode(y)]
+            pivot = [z0]
             for i in range(self.steps):
                 z = pivot[-1]
                 eps = prior.eps(z, ts[i + 1], only_c)
@@ -91,4 +95,4 @@ class NullTextInversion(Solver):
                 if edit:
                     e = prior.eps(z_edit, t, {"cond": target["cond"], "uncond": null.detach(), "scale": w})
                     z_edit = ddim_jump(z_edit, e, a_t, a_p)
-        return prior.decode(z_edit if edit else z)
+        return z_edit if edit else z
