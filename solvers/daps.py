@@ -38,6 +38,7 @@ def poly_sigmas(sigma_max: float, sigma_min: float, n: int, rho: float = 7.0) ->
 class DAPS(Solver):
     name = "daps"
     needs = frozenset({"pixel"})
+    snap_ode_end = True  # the ODE's last Euler step ends on the prior's level nearest ode_sigma_min
 
     def __init__(self, annealing_steps: int = 200, ode_steps: int = 5, langevin_steps: int = 100,
                  lr: float = 1e-4, lr_min_ratio: float = 0.01, tau: float = 0.01, sigma_max: float = 100.0,
@@ -67,9 +68,13 @@ class DAPS(Solver):
 
     def _ode(self, prior, x, t_from, cond):
         levels = self._levels(prior)
-        grid = [self._snap(prior, s) for s in poly_sigmas(float(levels[t_from]), self.ode_sigma_min, self.ode_steps + 1)]
-        for t, s in zip(grid[:-1], grid[1:]):
-            sig, sig_next = levels[t].item(), levels[s].item()
+        sigmas = poly_sigmas(float(levels[t_from]), self.ode_sigma_min, self.ode_steps + 1)
+        grid = [self._snap(prior, s) for s in sigmas]
+        targets = [levels[s].item() for s in grid[1:]]
+        if not self.snap_ode_end:  # no network call at the end point: land exactly on ode_sigma_min
+            targets[-1] = self.ode_sigma_min
+        for t, sig_next in zip(grid[:-1], targets):
+            sig = levels[t].item()
             x = x + (sig_next - sig) * (x - self._denoise(prior, x, t, cond)) / sig
         return x
 
