@@ -39,7 +39,8 @@ LATENT = [("pinv", "pinv", []),
           ("PSLD", "psld", ["solver.steps=100"]),
           ("STSL", "stsl", ["solver.lam=0.1"]),
           ("STSL-biased (η=0)", "stsl", ["solver.lam=0.1", "solver.trace_weight=0"]),
-          ("Graikos et al.", "graikos", [])]
+          ("Graikos et al.", "graikos", []),
+          ("LatentDAPS (25×2, 12 HMC)", "latent_daps", ["solver.annealing_steps=25", "solver.mcmc_steps=12"])]
 COLS = ["psnr", "ssim", "nfe", "vjp", "decode_vjp", "sec_per_sample"]
 
 
