@@ -56,7 +56,9 @@ def main():
              "target_acc: fraction the digits classifier calls an 8 (the unedited 3s: "
              f"{before:.2f}); psnr/ssim: fidelity to the source 3. CPU, one thread, shared cores.", ""]
     lines = run_table(base, EDITORS, title, stem, COLS, tasks=["edit"])
-    # run_table names the task column by the base task; the SR×4 rows override it (see the solver names)
+    # the grid's measurement row is that of the last cell: the SR×4 source of the last two rows
+    lines = [ln.replace("rows: truth, measurement,", "rows: the source, the SR×4 measurement (input of the last two "
+                        "rows; the others edit the source itself),") for ln in lines]
     Path(f"results/{stem}.md").write_text("\n".join(lines) + "\n")
 
 
