@@ -269,5 +269,6 @@ def test_experiment_presets_compose_on_256px(path):
     name = os.path.basename(path)[:-5]
     cfg = compose([f"+experiment={name}"])
     task = instantiate("task", cfg.task, image_shape=(3, 256, 256))
-    assert cfg.task.noise.sigma == 0.05
+    if "noise" in cfg.task:  # the edit preset regenerates the clean image: no measurement noise
+        assert cfg.task.noise.sigma == 0.05
     assert task.describe()
