@@ -155,6 +155,18 @@ def test_runs_with_text_and_class_conditions(latent, text_prior):
     assert c["nfe"] == 4 and c["encode"] == 1
 
 
+def test_without_projection_a_nonlinear_task_is_enough(latent):
+    from tasks.nonlinear import HDR
+
+    bound, y = measured(HDR(SHAPE, {"sigma": 0.05}), [0, 1])
+    solver = P2L(steps=2, prompt_steps=1, proj_every=0)
+    solver.check(latent, bound)
+    x = solver.solve(latent, bound, y, generators(range(2), "h"))
+    assert x.shape == (2, *SHAPE) and torch.isfinite(x).all()
+    with pytest.raises(ConfigError, match="linear task"):
+        P2L(proj_every=10).check(latent, bound)
+
+
 def test_config_and_refusals(prior, latent):
     from harness.build import instantiate
     from harness.cli import compose
