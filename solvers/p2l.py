@@ -18,8 +18,8 @@ Tweedie latent onto the encoder's range). Choices the paper leaves open are para
         z_s = DDIM(z_t → z_s; ε̂, ẑ0, η) − scale · g
     return D(z_0)
 
-Classifier-free guidance is the condition's own: the model's guidance_scale, or cond["scale"] (or the
-`guidance_scale` parameter, when set); only the conditional row c is tuned, the unconditional one stays.
+Classifier-free guidance is the condition's own: the model's guidance_scale, or cond["scale"] (the harness
+sets it from `solver.cfg_scale`); only the conditional row c is tuned, the unconditional one stays.
 Cost per step with a prompt update (per sample; ×2 NFEs under CFG): K + 1 NFEs, K + 1 UNet VJPs (K w.r.t.
 c, 1 w.r.t. z_t), K + 1 decodes and decoder VJPs, and 1 encode on projection steps; one final decode.
 With K = 1 and no CFG that is 2 NFEs per step: STSL's 2000 NFEs for P2L at 1000 steps.
@@ -40,7 +40,7 @@ class P2L(Solver):
 
     def __init__(self, steps: int = 1000, prompt_steps: int = 1, prompt_lr: float = 1e-4, prompt_every: int = 1,
                  warm_adam: bool = True, scale: float = 1.0, proj_every: int = 10, lam: float = 1.0,
-                 cg_iters: int = 5, eta: float = 0.0, spacing: str = "leading", guidance_scale: float | None = None):
+                 cg_iters: int = 5, eta: float = 0.0, spacing: str = "leading"):
         if prompt_steps < 0 or prompt_every < 1 or not prompt_lr > 0:
             raise ConfigError(f"P2L needs prompt_steps >= 0, prompt_every >= 1 and prompt_lr > 0; got {prompt_steps}, "
                               f"{prompt_every}, {prompt_lr}; set solver.prompt_steps/prompt_every/prompt_lr.")
@@ -51,13 +51,10 @@ class P2L(Solver):
             raise ConfigError(f"P2L scale must be >= 0, got {scale}; set solver.scale.")
         if not 0 <= eta <= 1:
             raise ConfigError(f"P2L eta must be in [0, 1], got {eta}; set solver.eta.")
-        if guidance_scale is not None and not guidance_scale >= 0:
-            raise ConfigError(f"P2L guidance_scale must be >= 0 or null, got {guidance_scale}; set solver.guidance_scale.")
         self.steps, self.prompt_steps, self.prompt_lr = int(steps), int(prompt_steps), float(prompt_lr)
         self.prompt_every, self.warm_adam, self.scale = int(prompt_every), bool(warm_adam), float(scale)
         self.proj_every, self.lam, self.cg_iters, self.eta = int(proj_every), float(lam), int(cg_iters), float(eta)
         self.spacing = spacing
-        self.guidance_scale = None if guidance_scale is None else float(guidance_scale)
 
     @property
     def needs(self) -> frozenset:
@@ -67,8 +64,6 @@ class P2L(Solver):
     def initial_prompt(self, prior, cond, B: int):
         """(condition without its `cond` rows, c [B, seq, dim]): one tunable row per sample."""
         base = dict(prior.embed("") if cond is None else cond)
-        if self.guidance_scale is not None:
-            base["scale"] = self.guidance_scale
         c = base.pop("cond")
         if c.shape[0] != B:
             if B % c.shape[0]:

@@ -12,6 +12,8 @@ Margins: mean_err < 0.7 × baseline. Measured (seed s0; baseline inpaint 0.267 =
     Graikos (decoder direction)   0.101     0.083
     Graikos (mask, identity Q)    0.053     —
     LatentDAPS (25 × 2, 12 HMC)   0.047     0.043   (seed s1: 0.043 / 0.073; official 50 × 2 × 24: 0.057 / 0.046)
+    P2L (100 steps, config defaults; the prompt = the mixture logits, tuned from the null row)
+                                  0.075     0.051   (no prompt tuning: 0.079 / 0.063)
 so the worst ratio is 0.38 (Graikos, inpaint). STSL's paper step λ = 1 diverges on inpainting here
 (squared-norm gradient steps on a gain-1 operator); λ = 0.3 with the paper's 50 × 5 budget is used.
 """
@@ -22,6 +24,7 @@ from models.gmm import digits_gmm, digits_gmm_latent
 from solvers.dps import DPS
 from solvers.graikos import Graikos
 from solvers.latent_daps import LatentDAPS
+from solvers.p2l import P2L
 from solvers.psld import PSLD
 from solvers.stsl import STSL
 from tasks.rng import generators
@@ -88,6 +91,7 @@ CASES = {
     "STSL": (lambda: STSL(steps=50, inner=5, lam=0.3),) * 2,
     "Graikos (decoder)": (lambda: Graikos(steps=20, direction="decoder", lr_start=0.1, lr_end=0.1),) * 2,
     "LatentDAPS": (lambda: LatentDAPS(annealing_steps=25, mcmc_steps=12),) * 2,
+    "P2L": (lambda: P2L(steps=100),) * 2,
 }
 
 

@@ -74,8 +74,6 @@ def test_cfg_doubles_nfes_not_vjps(text_prior):
     assert c["nfe"] == 2 * S * (K + 1) and c["vjp"] == S * (K + 1)
     _, c = run(P2L(steps=S, prompt_steps=K, proj_every=0), text_prior, "sr", cond={**cond, "scale": 1.0})
     assert c["nfe"] == S * (K + 1)
-    _, c = run(P2L(steps=S, prompt_steps=K, proj_every=0, guidance_scale=1.0), text_prior, "sr", cond=cond)
-    assert c["nfe"] == S * (K + 1)
 
 
 # -- the prompt update -----------------------------------------------------------------------------
@@ -177,7 +175,6 @@ def test_config_and_refusals(prior, latent):
     assert P2L().needs == {"latent", "linear"} and P2L(proj_every=0).needs == {"latent"}
     for bad, key in ((dict(prompt_steps=-1), "prompt_steps"), (dict(prompt_lr=0.0), "prompt_lr"),
                      (dict(prompt_every=0), "prompt_every"), (dict(lam=0.0), "lam"), (dict(proj_every=-1), "proj_every"),
-                     (dict(cg_iters=0), "cg_iters"), (dict(scale=-1.0), "scale"), (dict(eta=1.5), "eta"),
-                     (dict(guidance_scale=-1.0), "guidance_scale")):
+                     (dict(cg_iters=0), "cg_iters"), (dict(scale=-1.0), "scale"), (dict(eta=1.5), "eta")):
         with pytest.raises(ConfigError, match=key):
             P2L(**bad)

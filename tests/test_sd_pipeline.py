@@ -38,6 +38,7 @@ SOLVERS = {
     "graikos-mask": (["task=inpaint_box", "solver=graikos", "solver.steps=2", "solver.n_inner=2"], 2 * (1 + 2 * 2), 0),
     "graikos-decoder": (["task=sr4", "solver=graikos", "solver.steps=2", "solver.n_inner=2", "solver.cfg_scale=3.0"],
                         2 * 2 * (1 + 2 * 2), 0),
+    "p2l": (["task=sr4", "solver=p2l", "solver.steps=2", "solver.proj_every=1"], 2 * 2 * 2, 2 * 2),
     "latent_daps": (["task=sr4", "solver=latent_daps", "solver.annealing_steps=2", "solver.ode_steps=2",
                      "solver.mcmc_steps=2"], 2 * 2 * 2, 0),
     "ddim_inversion": (["task=inversion", "solver=ddim_inversion", "solver.steps=4"], 2 * 2 * 4, 0),
