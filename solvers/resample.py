@@ -16,11 +16,12 @@ as in the official `soominkwon/resample` code (`ldm/models/diffusion/ddim.py::re
     z_0 ← argmin_z ‖y − A D(z)‖² from z_0   (final_opt)
     return D(z_0)
 
-Stochastic resampling (paper eq. 9; code `stochastic_resample`): the product of the stochastic encoding
-N(√ᾱ_s z*, (1−ᾱ_s) I) and N(z', γ_t I), with γ_t = gamma·(1−ᾱ_s)/(1−ᾱ_t)·(1 − ᾱ_t/ᾱ_s) (gamma times DDPM's
-posterior variance β̃; gamma = 40):
+Stochastic resampling (code `stochastic_resample`, the paper's resampling step): the product of the
+stochastic encoding N(√ᾱ_s z*, (1−ᾱ_s) I) and N(z', γ_t I), with γ_t = gamma·(1−ᾱ_s)/(1−ᾱ_t)·(1 − ᾱ_t/ᾱ_s)
+(gamma times DDPM's posterior variance β̃; gamma = 40):
     z_s = (γ_t √ᾱ_s z* + (1−ᾱ_s) z') / (γ_t + 1 − ᾱ_s) + √(γ_t (1−ᾱ_s) / (γ_t + 1 − ᾱ_s)) ξ
-The paper writes γ_t as σ_t² and the code's variable `sigma` holds this variance: they agree.
+The code's variable `sigma` holds this variance; the paper (as we recall it: its text was not retrievable
+here) writes it σ_t², with the same mean and variance.
 
 Both inner problems: AdamW (weight decay 0.01, torch's default, which the code leaves on) on the
 per-sample MSE over the measurement's entries. As in the code, each iteration steps and then checks the
@@ -80,9 +81,9 @@ class ReSample(Solver):
         if tweedie not in TWEEDIES:
             raise ConfigError(f"ReSample tweedie must be one of {TWEEDIES}, not {tweedie!r}; set solver.tweedie.")
         if not (int(skip) >= 1 and int(splits) >= 1 and 0 <= int(latent_splits) <= int(hdc_splits) <= int(splits)):
-            raise ConfigError(f"ReSample needs skip >= 1 and 0 <= latent_splits <= hdc_splits <= splits >= 1, got skip={skip}, "
-                              f"splits={splits}, hdc_splits={hdc_splits}, latent_splits={latent_splits}; set solver.skip/"
-                              "splits/hdc_splits/latent_splits.")
+            raise ConfigError(f"ReSample needs skip >= 1, splits >= 1 and 0 <= latent_splits <= hdc_splits <= splits, got "
+                              f"skip={skip}, splits={splits}, hdc_splits={hdc_splits}, latent_splits={latent_splits}; "
+                              "set solver.skip/splits/hdc_splits/latent_splits.")
         if min(int(travel), int(pixel_iters), int(latent_iters), int(window)) < 0:
             raise ConfigError(f"ReSample travel, pixel_iters, latent_iters and window must be >= 0, got {travel}, "
                               f"{pixel_iters}, {latent_iters}, {window}; set solver.travel/pixel_iters/latent_iters/window.")
@@ -93,7 +94,8 @@ class ReSample(Solver):
         self.steps, self.dps_scale, self.tweedie, self.skip = int(steps), float(dps_scale), tweedie, int(skip)
         self.splits, self.hdc_splits, self.latent_splits = int(splits), int(hdc_splits), int(latent_splits)
         self.travel, self.gamma = int(travel), float(gamma)
-        self.pixel_iters, self.pixel_lr, self.latent_iters, self.latent_lr = int(pixel_iters), float(pixel_lr), int(latent_iters), float(latent_lr)
+        self.pixel_iters, self.pixel_lr = int(pixel_iters), float(pixel_lr)
+        self.latent_iters, self.latent_lr = int(latent_iters), float(latent_lr)
         self.window, self.tol, self.weight_decay = int(window), float(tol), float(weight_decay)
         self.final_opt, self.spacing = bool(final_opt), spacing
 
