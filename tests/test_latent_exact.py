@@ -12,6 +12,8 @@ Margins: mean_err < 0.7 × baseline. Measured (seed s0; baseline inpaint 0.267 =
     Graikos (decoder direction)   0.101     0.083
     Graikos (mask, identity Q)    0.053     —
     LatentDAPS (25 × 2, 12 HMC)   0.047     0.043   (seed s1: 0.043 / 0.073; official 50 × 2 × 24: 0.057 / 0.046)
+    ReSample (100 steps, the digits-table settings)
+                                  0.050     0.061   (DPS scale 0.5 instead of 4: 0.077 / 0.179)
     P2L (100 steps, config defaults; the prompt = the mixture logits, tuned from the null row)
                                   0.075     0.051   (no prompt tuning: 0.079 / 0.063)
 so the worst ratio is 0.38 (Graikos, inpaint). STSL's paper step λ = 1 diverges on inpainting here
@@ -26,6 +28,7 @@ from solvers.graikos import Graikos
 from solvers.latent_daps import LatentDAPS
 from solvers.p2l import P2L
 from solvers.psld import PSLD
+from solvers.resample import ReSample
 from solvers.stsl import STSL
 from tasks.rng import generators
 from tests.test_pixel_solvers import TASKS, baseline, measured, posterior_err
@@ -92,6 +95,7 @@ CASES = {
     "Graikos (decoder)": (lambda: Graikos(steps=20, direction="decoder", lr_start=0.1, lr_end=0.1),) * 2,
     "LatentDAPS": (lambda: LatentDAPS(annealing_steps=25, mcmc_steps=12),) * 2,
     "P2L": (lambda: P2L(steps=100),) * 2,
+    "ReSample": (lambda: ReSample(steps=100, pixel_iters=200, latent_iters=50, dps_scale=4, travel=1),) * 2,
 }
 
 

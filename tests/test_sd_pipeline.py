@@ -38,6 +38,8 @@ SOLVERS = {
     "graikos-mask": (["task=inpaint_box", "solver=graikos", "solver.steps=2", "solver.n_inner=2"], 2 * (1 + 2 * 2), 0),
     "graikos-decoder": (["task=sr4", "solver=graikos", "solver.steps=2", "solver.n_inner=2", "solver.cfg_scale=3.0"],
                         2 * 2 * (1 + 2 * 2), 0),
+    "resample": (["task=inpaint_box", "solver=resample", "solver.steps=3", "solver.skip=1", "solver.travel=1",
+                  "solver.pixel_iters=3", "solver.latent_iters=2"], 2 * (3 + 2), 3),  # HDC at r = 2, 1: +1 NFE each
     "p2l": (["task=sr4", "solver=p2l", "solver.steps=2", "solver.proj_every=1"], 2 * 2 * 2, 2 * 2),
     "latent_daps": (["task=sr4", "solver=latent_daps", "solver.annealing_steps=2", "solver.ode_steps=2",
                      "solver.mcmc_steps=2"], 2 * 2 * 2, 0),
