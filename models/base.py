@@ -50,6 +50,11 @@ def counted(out: torch.Tensor, cost: Cost, attr: str) -> torch.Tensor:
     return out
 
 
+def prompt_list(prompt) -> list[str]:
+    """A prompt or a list of prompts (None items = "") as a list of strings, for `embed`."""
+    return [prompt] if isinstance(prompt, str) else [("" if p is None else str(p)) for p in prompt]
+
+
 def linear_alphas_cumprod(T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
     """ADM/DDPM 'linear' schedule, in float64."""
     betas = torch.linspace(beta_start, beta_end, T, dtype=torch.float64)

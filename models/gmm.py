@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from models.base import Prior, counted, linear_alphas_cumprod
+from models.base import Prior, counted, linear_alphas_cumprod, prompt_list
 from tasks.errors import ConfigError
 from tasks.rng import randn
 
@@ -196,8 +196,7 @@ class ExactLatentPrior(ExactPrior):
     def embed(self, prompt):
         if prompt is None:
             return None
-        prompts = [prompt] if isinstance(prompt, str) else [("" if p is None else str(p)) for p in prompt]
-        return {"cond": self._logits(prompts), "uncond": self._logits([""])}
+        return {"cond": self._logits(prompt_list(prompt)), "uncond": self._logits([""])}
 
     def _scale(self, cond) -> float:
         return float(cond.get("scale", self.guidance_scale)) if isinstance(cond, dict) else self.guidance_scale

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from models.base import Prior, counted
+from models.base import Prior, counted, prompt_list
 from models.hub import fingerprint, need_file, net_dtype, resolve, schedule_from
 from tasks.errors import ConfigError
 
@@ -121,8 +121,7 @@ class LatentPrior(Prior):
         """Condition for `predict`: a prompt, a class name, or a list of them (one per image); None = unconditional."""
         if prompt is None:
             return None
-        prompts = [prompt] if isinstance(prompt, str) else [("" if p is None else str(p)) for p in prompt]
-        return {"cond": self._states(prompts), "uncond": self._states([""])}
+        return {"cond": self._states(prompt_list(prompt)), "uncond": self._states([""])}
 
     def nfe_per_call(self, cond) -> int:
         return 2 if self._guided(cond) else 1

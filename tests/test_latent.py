@@ -58,6 +58,12 @@ def sd_dir(tmp_path_factory):
     return d
 
 
+@pytest.fixture(scope="module")
+def tiny_text_prior(sd_dir):
+    """The tiny text-to-image pipeline as a LatentPrior with CFG 3 (2 NFE per guided evaluation)."""
+    return LatentPrior(str(sd_dir), name="tiny_sd", guidance_scale=3.0)
+
+
 def save_class_latent(d, seed):
     """A tiny latent prior conditioned on an 11-row class-embedding table (the digits-latent layout)."""
     from safetensors.torch import save_file

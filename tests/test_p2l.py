@@ -4,37 +4,14 @@ limit, the proximal projection's normal equations, batch independence, text and 
 import pytest
 import torch
 
-from models.latent import LatentPrior
 from solvers.dps import DPS
 from solvers.p2l import P2L
 from tasks.errors import ConfigError
 from tasks.rng import generators, randn
-from tests.test_latent import save_class_latent, save_parts, tiny_clip, tiny_parts
-from tests.test_latent_solvers import TASKS, batch_independent, measured, refuses_pixel_prior
+from tests.test_latent import sd_dir, tiny_text_prior  # noqa: F401  (fixtures)
+from tests.test_latent_solvers import TASKS, batch_independent, latent, measured, refuses_pixel_prior, run  # noqa: F401
 
 SHAPE = (3, 16, 16)
-
-
-@pytest.fixture(scope="module")
-def latent(tmp_path_factory):
-    return LatentPrior(str(save_class_latent(tmp_path_factory.mktemp("p2l_class"), seed=3)), name="tiny_latent")
-
-
-@pytest.fixture(scope="module")
-def text_prior(tmp_path_factory):
-    d = tmp_path_factory.mktemp("p2l_sd")
-    save_parts(d, *tiny_parts())
-    tiny_clip(d)
-    return LatentPrior(str(d), name="tiny_sd", guidance_scale=3.0)
-
-
-def run(solver, prior, kind, n=2, cond=None):
-    bound, y = measured(TASKS[kind](), list(range(n)))
-    solver.check(prior, bound)
-    prior.cost.reset()
-    x = solver.solve(prior, bound, y, generators(range(n), "s"), cond)
-    assert x.shape == (n, *SHAPE) and torch.isfinite(x).all()
-    return x, {k: v / n for k, v in prior.cost.snapshot().items()}
 
 
 # -- costs -----------------------------------------------------------------------------------------
@@ -67,12 +44,12 @@ def test_prompt_vjps_are_counted_wrt_the_embedding(latent):
     assert c == {"nfe": S, "vjp": 0, "encode": S, "decode": S + 1, "decode_vjp": 0, "encode_vjp": 0}
 
 
-def test_cfg_doubles_nfes_not_vjps(text_prior):
+def test_cfg_doubles_nfes_not_vjps(tiny_text_prior):
     S, K = 2, 1
-    cond = text_prior.embed(["a cat", "a dog"])
-    _, c = run(P2L(steps=S, prompt_steps=K, proj_every=0), text_prior, "sr", cond=cond)  # model scale 3.0
+    cond = tiny_text_prior.embed(["a cat", "a dog"])
+    _, c = run(P2L(steps=S, prompt_steps=K, proj_every=0), tiny_text_prior, "sr", cond=cond)  # model scale 3.0
     assert c["nfe"] == 2 * S * (K + 1) and c["vjp"] == S * (K + 1)
-    _, c = run(P2L(steps=S, prompt_steps=K, proj_every=0), text_prior, "sr", cond={**cond, "scale": 1.0})
+    _, c = run(P2L(steps=S, prompt_steps=K, proj_every=0), tiny_text_prior, "sr", cond={**cond, "scale": 1.0})
     assert c["nfe"] == S * (K + 1)
 
 
@@ -144,10 +121,10 @@ def test_batch_independent(latent, kind):
     batch_independent(P2L(steps=2, prompt_steps=2, prompt_lr=5e-2, proj_every=1, eta=0.5), latent, kind)
 
 
-def test_runs_with_text_and_class_conditions(latent, text_prior):
-    x, _ = run(P2L(steps=2, prompt_steps=1, prompt_lr=1e-2, proj_every=1), text_prior, "inpaint",
-               cond=text_prior.embed(["a red car", "a cat"]))
-    x0, _ = run(P2L(steps=2, prompt_steps=1, prompt_lr=1e-2, proj_every=1), text_prior, "inpaint")
+def test_runs_with_text_and_class_conditions(latent, tiny_text_prior):
+    x, _ = run(P2L(steps=2, prompt_steps=1, prompt_lr=1e-2, proj_every=1), tiny_text_prior, "inpaint",
+               cond=tiny_text_prior.embed(["a red car", "a cat"]))
+    x0, _ = run(P2L(steps=2, prompt_steps=1, prompt_lr=1e-2, proj_every=1), tiny_text_prior, "inpaint")
     assert not torch.allclose(x, x0, atol=1e-4)
     x, c = run(P2L(steps=2, prompt_steps=1, proj_every=2), latent, "sr", cond=latent.embed(["3", "7"]))
     assert c["nfe"] == 4 and c["encode"] == 1

@@ -9,18 +9,10 @@ from solvers.ddim import DDIM
 from solvers.resample import ReSample, resample_gamma, stochastic_resample
 from tasks.errors import ConfigError
 from tasks.rng import generators
-from tests.test_latent import save_parts, tiny_clip, tiny_parts
+from tests.test_latent import sd_dir, tiny_text_prior  # noqa: F401  (fixtures)
 from tests.test_latent_solvers import TASKS, batch_independent, latent, measured, refuses_pixel_prior, run  # noqa: F401
 
 SMALL = dict(pixel_iters=3, latent_iters=4, tol=0.0)  # tol 0: every inner loop runs all its iterations
-
-
-@pytest.fixture(scope="module")
-def text_latent(tmp_path_factory):
-    d = tmp_path_factory.mktemp("sd_text")
-    save_parts(d, *tiny_parts())
-    tiny_clip(d)
-    return LatentPrior(str(d), name="tiny_sd", guidance_scale=3.0)
 
 
 def test_hdc_schedule_is_the_codes_thirds():
@@ -155,8 +147,8 @@ def test_batch_independent(latent, kind):
     batch_independent(ReSample(steps=7, skip=2, travel=2, **SMALL), latent, kind)
 
 
-def test_runs_on_text_and_class_priors(latent, text_latent):
-    _, c = run(ReSample(steps=9, skip=2, travel=1, **SMALL), text_latent, "inpaint", cond=text_latent.embed(["a cat", "a dog"]))
+def test_runs_on_text_and_class_priors(latent, tiny_text_prior):
+    _, c = run(ReSample(steps=9, skip=2, travel=1, **SMALL), tiny_text_prior, "inpaint", cond=tiny_text_prior.embed(["a cat", "a dog"]))
     assert c["nfe"] == 2 * (9 + 3) and c["encode"] == 2  # CFG 3.0; HDC at r = 6, 4 (pixel), 2 (latent)
     _, c = run(ReSample(steps=9, skip=2, travel=1, tweedie="paper", **SMALL), latent, "sr", cond=latent.embed(["1", "2"]))
     assert c["nfe"] == 9 + 3  # the class prior's guidance scale is 1: one branch
