@@ -7,7 +7,7 @@ image's class ("3"), target = "8", the model's CFG 2.0, 50 steps. Scores: target
 classifier calls the edit an 8), target_prob (its softmax for 8), and PSNR/SSIM against the source
 image (fidelity). `strength` < 1 inverts only part of the way (more of the source survives). The last
 rows edit a corrupted source (task=edit_sr4: ×4 average pooling + σ_y = 0.05): restore with STSL
-(λ = 0.1, as in the latent table), then edit with BDIA.
+(the config's λ = 1, as in the latent table's SR row), then edit with BDIA.
 """
 from __future__ import annotations
 
@@ -24,17 +24,17 @@ from data.digits import digits_tensors  # noqa: E402
 from metrics.edit import edit_scores, load_classifier  # noqa: E402
 
 EDITORS = [
-    ("no edit: BDIA round trip (target = source 3)", "bdia", ["task.target=3"]),
-    ("DDIM inversion", "ddim_inversion", []),
-    ("DDIM inversion, strength 0.6", "ddim_inversion", ["solver.strength=0.6"]),
-    ("EDICT", "edict", []),
-    ("EDICT, strength 0.8 (official)", "edict", ["solver.strength=0.8"]),
-    ("BDIA (γ=0.94)", "bdia", ["solver.gamma=0.94"]),
-    ("BDIA (γ=0.94), strength 0.6", "bdia", ["solver.gamma=0.94", "solver.strength=0.6"]),
-    ("null-text inversion (prompt swap)", "null_text", []),
-    ("SR×4 source: STSL restore, then BDIA edit", "stsl_edit", ["task=edit_sr4", "solver.restore.lam=0.1"]),
+    ("no edit: BDIA round trip (target = source 3)", "bdia", ["task.target=3"], {}),
+    ("DDIM inversion", "ddim_inversion", [], {}),
+    ("DDIM inversion, strength 0.6", "ddim_inversion", ["solver.strength=0.6"], {}),
+    ("EDICT", "edict", [], {}),
+    ("EDICT, strength 0.8 (official)", "edict", ["solver.strength=0.8"], {}),
+    ("BDIA (γ=0.94)", "bdia", ["solver.gamma=0.94"], {}),
+    ("BDIA (γ=0.94), strength 0.6", "bdia", ["solver.gamma=0.94", "solver.strength=0.6"], {}),
+    ("null-text inversion (prompt swap)", "null_text", [], {}),
+    ("SR×4 source: STSL restore, then BDIA edit", "stsl_edit", ["task=edit_sr4"], {}),
     ("SR×4 source: STSL restore, then BDIA edit, strength 0.6", "stsl_edit",
-     ["task=edit_sr4", "solver.restore.lam=0.1", "solver.edit.strength=0.6"]),
+     ["task=edit_sr4", "solver.edit.strength=0.6"], {}),
 ]
 COLS = ["target_acc", "target_prob", "psnr", "ssim", "nfe", "vjp", "sec_per_sample"]
 
