@@ -113,8 +113,18 @@ class Prior(torch.nn.Module):
         self.cost.nfe += x_t.shape[0] * self.nfe_per_call(cond)
         return counted(self.network(x_t, t, cond), self.cost, "vjp")
 
+    # classifier-free guidance of conditional priors: ε̂ = ε̂(∅) + w (ε̂(c) − ε̂(∅)), 2 NFE per sample
+    guidance_scale = 1.0
+
+    def _scale(self, cond) -> float:
+        """The CFG scale: the model's, unless the condition carries its own `scale` (1 = conditional only)."""
+        return float(cond.get("scale", self.guidance_scale)) if isinstance(cond, dict) else self.guidance_scale
+
+    def _guided(self, cond) -> bool:
+        return cond is not None and self._scale(cond) != 1.0
+
     def nfe_per_call(self, cond) -> int:
-        return 1
+        return 2 if self._guided(cond) else 1
 
     def predict(self, x_t, t, cond=None) -> tuple[torch.Tensor, torch.Tensor]:
         """(ε̂, x̂0) from one network evaluation; x̂0 is the Tweedie mean E[x0 | x_t]."""

@@ -198,12 +198,6 @@ class ExactLatentPrior(ExactPrior):
             return None
         return {"cond": self._logits(prompt_list(prompt)), "uncond": self._logits([""])}
 
-    def _scale(self, cond) -> float:
-        return float(cond.get("scale", self.guidance_scale)) if isinstance(cond, dict) else self.guidance_scale
-
-    def nfe_per_call(self, cond) -> int:
-        return 2 if cond is not None and self._scale(cond) != 1.0 else 1
-
     def _eps(self, z, t, logits):
         a = self.alphas_cumprod[t.to(self.alphas_cumprod.device)].to(z.device)
         if logits is not None:
@@ -215,7 +209,7 @@ class ExactLatentPrior(ExactPrior):
     def network(self, z, t, cond=None):
         if cond is None:
             return self._eps(z, t, None)
-        if self._scale(cond) == 1.0:
+        if not self._guided(cond):
             return self._eps(z, t, cond["cond"])
         uncond, c = self._eps(z, t, cond["uncond"]), self._eps(z, t, cond["cond"])
         return uncond + self._scale(cond) * (c - uncond)

@@ -123,16 +123,6 @@ class LatentPrior(Prior):
             return None
         return {"cond": self._states(prompt_list(prompt)), "uncond": self._states([""])}
 
-    def nfe_per_call(self, cond) -> int:
-        return 2 if self._guided(cond) else 1
-
-    def _scale(self, cond) -> float:
-        """The CFG scale: the model's, unless the condition carries its own `scale` (1 = conditional only)."""
-        return float(cond.get("scale", self.guidance_scale)) if isinstance(cond, dict) else self.guidance_scale
-
-    def _guided(self, cond) -> bool:
-        return cond is not None and self._scale(cond) != 1.0
-
     @staticmethod
     def _per_sample(h: torch.Tensor, B: int) -> torch.Tensor:
         """Hidden states for B samples: one row for all, or one row per image repeated for its samples."""

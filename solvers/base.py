@@ -18,6 +18,14 @@ NEEDS_HELP = {
 }
 
 
+def require_condition(cond, prior, solver: str):
+    """Refuse an edit on a prior that takes no prompt (its `embed` gives None); return the condition."""
+    if cond is None:
+        raise ConfigError(f"solver {solver} on task=edit needs a conditional prior (model={prior.name} takes no "
+                          "prompt); use a latent prior with text or class conditioning, e.g. model=digits_latent.")
+    return cond
+
+
 class Solver:
     """A training-free solver. Subclasses set `name`, `needs` and implement `solve`.
 
@@ -34,6 +42,8 @@ class Solver:
             want = "; ".join(NEEDS_HELP.get(m, m) for m in missing)
             raise ConfigError(f"solver {self.name} needs {want}, which task={task.name} with model={prior.name} "
                               "does not provide; choose another task, model or solver.")
+        if "edit" in task.provides:  # an edit regenerates under task.target: the prior must take that prompt
+            require_condition(prior.embed(task.target), prior, self.name)
 
     def solve(self, prior, task, y: torch.Tensor, gens, cond=None) -> torch.Tensor:
         """x̂ in image space, [-1,1]-scaled (not clipped); gens holds one generator per sample."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from solvers.base import Solver
-from solvers.common import check_edit, ddim_jump, edit_target, inversion_top, levels
+from solvers.common import ddim_jump, edit_target, inversion_top, levels
 from tasks.errors import ConfigError
 from tasks.rng import randn
 
@@ -77,10 +77,6 @@ class BDIA(Solver):
     @property
     def needs(self) -> frozenset:
         return frozenset({"identity"} if self.mode == "roundtrip" else ())
-
-    def check(self, prior, task):
-        super().check(prior, task)
-        check_edit(prior, task, self.name)
 
     def solve(self, prior, task, y, gens, cond=None):
         if self.mode == "sample":

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 
+from solvers.base import require_condition
 from tasks.errors import ConfigError
 
 SPACINGS = ("adm", "leading", "trailing", "linspace", "quad")
@@ -207,20 +208,8 @@ def edit_target(prior, task, cond):
     scale, if it carries one), or the source condition itself on any other task."""
     if "edit" not in task.provides:
         return cond
-    target = prior.embed(task.target)
-    if target is None:
-        raise ConfigError(f"task=edit needs a conditional prior (model={prior.name} takes no prompt); use a latent "
-                          "prior with text or class conditioning, e.g. model=digits_latent.")
+    target = require_condition(prior.embed(task.target), prior, "editing")
     return {**target, "scale": cond["scale"]} if isinstance(cond, dict) and "scale" in cond else target
-
-
-def check_edit(prior, task, solver: str):
-    """Before compute: an edit needs a prior that takes the target prompt."""
-    if "edit" in task.provides:
-        if prior.embed("") is None:
-            raise ConfigError(f"solver {solver} on task=edit needs a conditional prior (model={prior.name} takes no "
-                              "prompt); use a latent prior with text or class conditioning, e.g. model=digits_latent.")
-        prior.embed(task.target)  # a target the prior cannot take (e.g. an unknown class) fails here
 
 
 def inversion_top(steps: int, strength: float) -> int:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from solvers.base import Solver
-from solvers.common import check_edit, ddim_jump, edit_target, inversion_top, levels
+from solvers.common import ddim_jump, edit_target, inversion_top, levels
 
 
 @torch.no_grad()
@@ -48,10 +48,6 @@ class DDIMInversion(Solver):
     def __init__(self, steps: int = 50, strength: float = 1.0, spacing: str = "adm"):
         self.steps, self.strength, self.spacing = int(steps), float(strength), spacing
         self.top = inversion_top(self.steps, self.strength)
-
-    def check(self, prior, task):
-        super().check(prior, task)
-        check_edit(prior, task, self.name)
 
     def solve(self, prior, task, y, gens, cond=None):
         zT = invert(prior, prior.encode(y), cond, self.steps, self.spacing, self.top)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from solvers.base import Solver
-from solvers.common import check_edit, edit_target, inversion_top, levels
+from solvers.common import edit_target, inversion_top, levels
 from tasks.errors import ConfigError
 
 
@@ -80,10 +80,6 @@ class EDICT(Solver):
         self.steps, self.p, self.leapfrog, self.spacing = int(steps), float(p), bool(leapfrog), spacing
         self.strength = float(strength)
         self.top = inversion_top(self.steps, self.strength)
-
-    def check(self, prior, task):
-        super().check(prior, task)
-        check_edit(prior, task, self.name)
 
     def solve(self, prior, task, y, gens, cond=None):
         z = prior.encode(y)

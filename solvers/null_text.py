@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 
 from solvers.base import Solver
-from solvers.common import check_edit, ddim_jump, edit_target, levels
+from solvers.common import ddim_jump, edit_target, levels
 from tasks.errors import ConfigError
 
 
@@ -40,10 +40,6 @@ class NullTextInversion(Solver):
                               "set solver.steps/inner/lr.")
         self.steps, self.inner, self.lr = int(steps), int(inner), float(lr)
         self.tol, self.tol_growth, self.spacing = float(tol), float(tol_growth), spacing
-
-    def check(self, prior, task):
-        super().check(prior, task)
-        check_edit(prior, task, self.name)
 
     def solve(self, prior, task, y, gens, cond=None):
         cond = prior.embed("") if cond is None else cond
