@@ -140,8 +140,8 @@ class Scorer:
         self.device = cell.device
         self.edit = None
         if m.get("edit_classifier") and "edit" in cell.task.provides:  # target-class accuracy of edits
-            self.edit = (editlib.load_classifier(m.edit_classifier), editlib.target_index(cell.task.target))
-            self.cfg_edit = str(m.edit_classifier)
+            self.edit = (editlib.load_classifier(m.edit_classifier), editlib.target_index(cell.task.target),
+                         str(m.edit_classifier))
 
     def per_sample(self, x_hat: torch.Tensor, x: torch.Tensor) -> list[dict]:
         """Network metrics of every sample, batched: x_hat [B,N,C,H,W], x [B,C,H,W] -> per image {name: [N]}."""
@@ -161,7 +161,7 @@ class Scorer:
         if self.set:
             out.update(fid_mode=self.mode, fid_features=self.features, fid_reference=self.reference)
         if self.edit is not None:
-            out["edit_classifier"] = self.cfg_edit
+            out["edit_classifier"] = self.edit[2]
         return out
 
 

@@ -6,23 +6,15 @@ against the truth. Text targets would need a CLIP scorer, which is not shipped (
 """
 from __future__ import annotations
 
-import importlib
-
 import torch
 
+from metrics import import_callable
 from tasks.errors import ConfigError
 
 
 def load_classifier(spec: str):
     """The logits function named by metrics.edit_classifier, imported before any compute."""
-    module, sep, name = str(spec).partition(":")
-    if not sep:
-        raise ConfigError(f"metrics.edit_classifier must be 'module:function' (e.g. models.digits_classifier:logits), "
-                          f"not {spec!r}.")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as e:
-        raise ConfigError(f"metrics.edit_classifier={spec} cannot be imported ({e}); name a module:function.") from None
+    return import_callable(spec, "metrics.edit_classifier", "models.digits_classifier:logits")
 
 
 def target_index(target: str) -> int:

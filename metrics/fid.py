@@ -10,7 +10,6 @@ downloaded: a missing file is a ConfigError before compute.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import os
 import platform
@@ -18,6 +17,7 @@ import platform
 import numpy as np
 import torch
 
+from metrics import import_callable
 from tasks.errors import ConfigError
 from tasks.rng import generator
 
@@ -50,11 +50,7 @@ def load_features(features: str, mode: str = "clean", device="cpu"):
     check_features(features, mode)
     if features == "inception":
         return InceptionFeatures(mode, device)
-    module, _, name = features.partition(":")
-    try:
-        fn = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as e:
-        raise ConfigError(f"metrics.fid_features={features} cannot be imported ({e}); name a module:function.") from e
+    fn = import_callable(features, "metrics.fid_features")
 
     @torch.no_grad()
     def extract(x):

@@ -56,20 +56,6 @@ def load_classifier(path: str | Path | None = None, device="cpu") -> DigitsClass
     return model.eval().requires_grad_(False).to(device)
 
 
-@torch.no_grad()
-def features(x: torch.Tensor, model: DigitsClassifier | None = None) -> torch.Tensor:
-    """Domain features of [N,1,16,16] images in [-1,1] with the shipped classifier (see module docstring)."""
-    model = model or load_classifier(device=x.device)
-    return model.features(x.float().clamp(-1, 1))
-
-
-@torch.no_grad()
-def logits(x: torch.Tensor, model: DigitsClassifier | None = None) -> torch.Tensor:
-    """Class logits [N, 10] of [N,1,16,16] images in [-1,1] (classes "0".."9"; the edit task's scorer)."""
-    model = model or _cached(x.device)
-    return model(x.float().clamp(-1, 1))
-
-
 _LOADED: dict = {}
 
 
@@ -82,9 +68,23 @@ def _cached(device) -> DigitsClassifier:
 
 
 @torch.no_grad()
+def features(x: torch.Tensor, model: DigitsClassifier | None = None) -> torch.Tensor:
+    """Domain features of [N,1,16,16] images in [-1,1] with the shipped classifier (see module docstring)."""
+    model = model or _cached(x.device)
+    return model.features(x.float().clamp(-1, 1))
+
+
+@torch.no_grad()
+def logits(x: torch.Tensor, model: DigitsClassifier | None = None) -> torch.Tensor:
+    """Class logits [N, 10] of [N,1,16,16] images in [-1,1] (classes "0".."9"; the edit task's scorer)."""
+    model = model or _cached(x.device)
+    return model(x.float().clamp(-1, 1))
+
+
+@torch.no_grad()
 def confidence(x: torch.Tensor, model: DigitsClassifier | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(max softmax probability [N], predicted class [N]) of [N,1,16,16] images."""
-    model = model or load_classifier(device=x.device)
+    model = model or _cached(x.device)
     p = model(x.float().clamp(-1, 1)).softmax(1)
     conf, cls = p.max(1)
     return conf, cls

@@ -68,11 +68,6 @@ class Edit(Task):
     def provides(self) -> frozenset:
         return self.inner.provides | {"edit"}
 
-    @property
-    def corrupted(self) -> bool:
-        """Whether y is a degradation of the image (restore first) rather than the image itself."""
-        return not isinstance(self.inner, Inversion)
-
     def clean(self) -> "Edit":
         """The same edit of an image already restored: identity operator, no noise."""
         return Edit(self.image_shape, self.target)
