@@ -34,6 +34,7 @@ class Solver:
 
     name = "solver"
     needs: frozenset = frozenset()
+    edits = False  # True for editors: on task=edit they regenerate under the target prompt (checked before compute)
 
     def check(self, prior, task):
         """Raise ConfigError, before any compute, if the prior and task cannot serve this solver."""
@@ -42,7 +43,7 @@ class Solver:
             want = "; ".join(NEEDS_HELP.get(m, m) for m in missing)
             raise ConfigError(f"solver {self.name} needs {want}, which task={task.name} with model={prior.name} "
                               "does not provide; choose another task, model or solver.")
-        if "edit" in task.provides:  # an edit regenerates under task.target: the prior must take that prompt
+        if self.edits and "edit" in task.provides:  # an editor regenerates under task.target: the prior must take it
             require_condition(prior.embed(task.target), prior, self.name)
 
     def solve(self, prior, task, y: torch.Tensor, gens, cond=None) -> torch.Tensor:

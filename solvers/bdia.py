@@ -61,6 +61,7 @@ class BDIA(Solver):
     """mode=roundtrip (the `inversion` task: encode, invert, regenerate, decode) or mode=sample (from noise)."""
 
     name = "bdia"
+    edits = True
 
     def __init__(self, steps: int = 50, gamma: float = 1.0, mode: str = "roundtrip", strength: float = 1.0,
                  spacing: str = "adm"):

@@ -43,6 +43,7 @@ class DDIMInversion(Solver):
     """Round trip (task=inversion) or edit (task=edit): encode, invert, regenerate, decode."""
 
     name = "ddim_inversion"
+    edits = True
     needs = frozenset({"identity"})
 
     def __init__(self, steps: int = 50, strength: float = 1.0, spacing: str = "adm"):

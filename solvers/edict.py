@@ -71,6 +71,7 @@ class EDICT(Solver):
     """Round trip (task=inversion) or edit (task=edit): encode, invert both chains, regenerate, decode chain x."""
 
     name = "edict"
+    edits = True
     needs = frozenset({"identity"})
 
     def __init__(self, steps: int = 50, p: float = 0.93, leapfrog: bool = True, strength: float = 1.0,

@@ -31,6 +31,7 @@ from tasks.errors import ConfigError
 
 class NullTextInversion(Solver):
     name = "null_text"
+    edits = True
     needs = frozenset({"latent", "identity"})
 
     def __init__(self, steps: int = 50, inner: int = 10, lr: float = 1e-2, tol: float = 1e-5,
