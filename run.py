@@ -1,4 +1,6 @@
 """Run one cell: `python run.py solver=dps task=inpaint_box dataset=gmm model=gmm` (see conf/)."""
+import json
+import os
 import sys
 
 from harness.cli import CONF_DIR, add_names, check_overrides, fail
@@ -6,6 +8,21 @@ from tasks.errors import ConfigError
 
 SHOWN = ("run", "n_ok", "n_diverged", "psnr", "ssim", "target_acc", "sw2", "sw2_floor", "mean_err", "mean_err_floor", "nfe", "vjp",
          "sec_per_sample")
+# In a sweep (multirun) a cell that fails with any error is reported and the others run. Each failure is
+# kept in FAILED ({"cell": overrides, "error": sentence}) and, when this environment variable names a
+# file, appended to it as one JSON line (so sweep.py can read failures of cells run in other processes).
+FAILURES_ENV = "DIFFINV_FAILURES"
+FAILED = []
+
+
+def record_failure(overrides: list, error: BaseException):
+    text = str(error) if isinstance(error, ConfigError) else f"{type(error).__name__}: {error}"
+    entry = {"cell": " ".join(overrides), "error": (text.strip().splitlines() or [""])[0]}
+    FAILED.append(entry)
+    print(f"error: cell {entry['cell']}: {entry['error']}", file=sys.stderr)
+    if os.environ.get(FAILURES_ENV):
+        with open(os.environ[FAILURES_ENV], "a") as f:
+            f.write(json.dumps(entry) + "\n")
 
 
 def main():
@@ -20,10 +37,12 @@ def main():
         hc = HydraConfig.get()
         try:
             summary = run_cell(add_names(cfg, hc.runtime.choices))
-        except ConfigError as e:
-            if hc.mode == RunMode.MULTIRUN:  # one bad cell of a sweep is reported, the others run
-                print(f"error: cell {' '.join(hc.overrides.task)}: {e}", file=sys.stderr)
+        except Exception as e:  # noqa: BLE001 - in a sweep one failing cell is reported, the others run
+            if hc.mode == RunMode.MULTIRUN:
+                record_failure(list(hc.overrides.task), e)
                 return None
+            if not isinstance(e, ConfigError):
+                raise
             fail(str(e))
         print("  ".join(f"{k}={summary[k]:.4g}" if isinstance(summary[k], float) else f"{k}={summary[k]}"
                         for k in SHOWN if k in summary))

@@ -10,7 +10,6 @@ Each cell resumes like `run.py` (finished images are skipped), so rerunning a sw
 A cell that cannot run (e.g. a solver that needs an SVD on a task without one) is reported and skipped.
 """
 import argparse
-import glob
 import math
 import os
 import sys
@@ -116,19 +115,19 @@ def quality_vs_nfe(df, metric: str, out_dir: str) -> list[str]:
     return paths
 
 
-def aggregate(root: str, leaderboard: str, metrics: list[str], report: str | None = None) -> str:
-    """Rebuild the leaderboard (one row per cell: protocol columns, means, `<metric>_pm` = mean ± std over
-    images) from every run's summary row; return markdown: a paper-style solvers × tasks pivot of the chosen
+def aggregate(root: str, leaderboard: str, metrics: list[str], report: str | None = None, prune: bool = False) -> str:
+    """Rebuild the leaderboard (one row per cell: its summary row) from the run folders under `root`, by union
+    with the rows it holds (`records.rebuild_leaderboard`; `prune` drops rows of runs not found); return markdown: a paper-style solvers × tasks pivot of the chosen
     metrics (best in bold) and, for several metrics, one row per (task, solver). With `report`, also write
     table.md, table.tex and quality_vs_nfe_<task>.png (first metric) into that folder."""
     import pandas as pd
 
-    from harness.records import atomic_write_csv, atomic_write_text
+    from harness.records import atomic_write_text, rebuild_leaderboard
 
-    files = sorted(glob.glob(os.path.join(root, "*", "summary.csv")))
-    if not files:
+    # the run folders are the source of truth: their rows replace the leaderboard's, the rest are kept
+    df = rebuild_leaderboard([root], leaderboard, prune=prune)
+    if not len(df):
         raise ConfigError(f"no finished runs under {root}; run some cells first (python run.py ...).")
-    df = pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
     missing = [m for m in metrics if m not in df.columns]
     if missing:
         raise ConfigError(f"{', '.join(missing)} is not a summary column; choose numeric columns of {leaderboard}.")
@@ -136,8 +135,6 @@ def aggregate(root: str, leaderboard: str, metrics: list[str], report: str | Non
     for m in metrics:
         std = df[f"{m}_std_images"] if f"{m}_std_images" in df else pd.Series(math.nan, index=df.index)
         df[f"{m}_pm"] = [_fmt(a) + ("" if math.isnan(b) else f" ± {b:.2g}") for a, b in zip(df[m], std)]
-    os.makedirs(os.path.dirname(os.path.abspath(leaderboard)), exist_ok=True)
-    atomic_write_csv(leaderboard, df.sort_values(["task", "solver", "label"]))
     text = f"Means over images of {len(df)} runs under {root} (± std over images; best of each column in bold).\n\n"
     text += paper_table(df, metrics)
     if len(metrics) > 1:
@@ -163,9 +160,10 @@ def main():
         ap.add_argument("--metrics", default="psnr", help="comma-separated summary columns")
         ap.add_argument("--out", help="also write the markdown table to this file")
         ap.add_argument("--report", help="folder for leaderboard.csv, table.md, table.tex and quality-vs-NFE plots")
+        ap.add_argument("--prune", action="store_true", help="drop leaderboard rows of runs not found under --root")
         a = ap.parse_args()
         lb = a.leaderboard or (os.path.join(a.report, "leaderboard.csv") if a.report else "results/leaderboard.csv")
-        text = aggregate(a.root, lb, a.metrics.split(","), a.report)
+        text = aggregate(a.root, lb, a.metrics.split(","), a.report, a.prune)
         if a.out:
             with open(a.out, "w") as f:
                 f.write(f"`python sweep.py {' '.join(sys.argv[1:])}`\n\n{text}")

@@ -3,12 +3,18 @@
 Every solver of a sweep reads the same bytes. The key hashes the task's config, the seed, the
 dataset's description, the image id and the image's own bytes (so a changed image cannot be
 paired with a stale y). Measurements are made on the CPU in float32.
+
+Each file holds the sha256 of its tensors' bytes; a file that cannot be loaded or does not match it is
+reported in one sentence, moved into `measurements/corrupt/` and drawn again (the draw is a function of
+the key, so the redrawn measurement is the same).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import sys
+import time
 
 import torch
 
@@ -19,6 +25,43 @@ def atomic_save(obj, path: str):
     tmp = f"{path}.tmp{os.getpid()}"
     torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+def digest(item: dict) -> str:
+    h = hashlib.sha256()
+    for name, t in [("y", item["y"]), *sorted(item["params"].items())]:
+        h.update(name.encode())
+        if not torch.is_tensor(t):
+            h.update(repr(t).encode())
+            continue
+        h.update(str(tuple(t.shape)).encode() + str(t.dtype).encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes() if t.dtype != torch.bfloat16
+                 else t.float().numpy().tobytes())
+    return h.hexdigest()
+
+
+def load_checked(path: str) -> dict | None:
+    """The cached item at `path`, None if absent; a damaged file is moved aside (one sentence) -> None."""
+    if not os.path.exists(path):
+        return None
+    try:
+        item = torch.load(path, weights_only=True)
+        if not (isinstance(item, dict) and isinstance(item.get("params"), dict) and torch.is_tensor(item.get("y"))):
+            raise ValueError("not a measurement")
+        if "sha256" in item and digest(item) != item["sha256"]:  # files written before checksums: loadable is enough
+            raise ValueError("checksum mismatch")
+        return item
+    except Exception as e:  # noqa: BLE001 - any failure to load is a damaged file: it is set aside and redrawn
+        folder = os.path.join(os.path.dirname(path), "corrupt")
+        os.makedirs(folder, exist_ok=True)
+        dest = os.path.join(folder, f"{os.path.basename(path)}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
+        try:
+            os.replace(path, dest)
+        except FileNotFoundError:  # another process set it aside first
+            return None
+        how = "does not match its checksum" if str(e) == "checksum mismatch" else f"cannot be loaded ({type(e).__name__})"
+        print(f"warning: measurement cache file {path} {how}; moved to {dest}, it is drawn again.", file=sys.stderr)
+        return None
 
 
 class MeasurementCache:
@@ -41,12 +84,12 @@ class MeasurementCache:
         for image_id, x in zip(ids, images):
             key = self.key(image_id, x)
             path = os.path.join(self.dir, f"{key}.pt")
-            if os.path.exists(path):
-                item = torch.load(path, weights_only=True)
-            else:
+            item = load_checked(path)
+            if item is None:
                 p = task.draw([image_id], self.seed)
                 y = task.bind(p).measure(x[None].float().cpu(), [generator(self.seed, "noise", image_id)])
                 item = {"params": p, "y": y}
+                item["sha256"] = digest(item)
                 atomic_save(item, path)
             params.append(item["params"])
             ys.append(item["y"])

@@ -1,6 +1,7 @@
-"""Results on disk: one folder per cell, rows written atomically, resumable, and the leaderboard.
+"""Results on disk: one folder per cell, rows written atomically, verified when read, and the leaderboard.
 
 results/runs/<run>/
+    cell.json          the cell's identity (what its run name hashes; see README "What defines a cell")
     config.yaml        the resolved config of the cell
     parts/<k>.csv      per-image rows of one finished batch (written to a temp file, then renamed:
                        a batch is either wholly recorded or absent, so a killed run loses no row
@@ -9,37 +10,121 @@ results/runs/<run>/
     images.csv         all per-image rows, one per image, rebuilt from parts at the end
     summary.csv        the cell's summary row (also upserted into the leaderboard)
     grid.png           measurement / reconstruction / truth
+    corrupt/           files that failed verification, moved aside (never deleted)
+
+Integrity: every file the harness reads back (cell.json, config.yaml, parts, recon, summary.csv, the
+leaderboard) has a sidecar `<file>.sha256` holding the sha256 of its bytes, written (atomically) before
+the file itself (see `write_checked`), so a file without a matching checksum is damaged, not merely
+interrupted. A file that fails is
+reported in one sentence on stderr, moved into `corrupt/`, and what it held is recomputed. The
+leaderboard is a view of the run folders: it is checked (structure, and its checksum when it has one)
+before any compute, upserted under a lock, and rebuilt from the run folders by `rebuild_leaderboard`.
 """
 from __future__ import annotations
 
 import contextlib
+import csv
 import fcntl
 import functools
 import glob
 import hashlib
+import io
+import json
 import os
 import re
 import subprocess
+import sys
+import time
 
 import pandas as pd
 import torch
 
-from harness.cache import atomic_save
+from tasks.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SUM = ".sha256"
+# per-image columns that hold text even when it looks like a number (class names as prompts, ids)
+STRING_COLUMNS = ("run", "image_id", "prompt", "status", "measurement_key", "timestamp", "git_commit")
 
 
-def atomic_write_text(path: str, text: str):
+class Corrupt(Exception):
+    """A file that fails verification; the message says how (empty, no checksum, checksum mismatch...)."""
+
+
+def atomic_write_bytes(path: str, data: bytes):
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
+    with open(tmp, "wb") as f:
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
+def atomic_write_text(path: str, text: str):
+    atomic_write_bytes(path, text.encode())
+
+
 def atomic_write_csv(path: str, df: pd.DataFrame):
     atomic_write_text(path, df.to_csv(index=False))
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def write_checked(path: str, data: bytes | str):
+    """Write `path` atomically with its checksum sidecar. The sidecar is written first and, while the file is
+    replaced, lists both the old and the new checksum: killed anywhere, the file verifies (old or new
+    content), while a file damaged later does not."""
+    data = data.encode() if isinstance(data, str) else data
+    new = sha256(data)
+    try:
+        with open(path, "rb") as f:
+            old = sha256(f.read())
+    except FileNotFoundError:
+        old = None
+    atomic_write_text(path + SUM, new + "\n" + (f"{old}\n" if old and old != new else ""))
+    atomic_write_bytes(path, data)
+    if old and old != new:
+        atomic_write_text(path + SUM, new + "\n")
+
+
+def read_checked(path: str) -> bytes:
+    """The bytes of `path` if they match its checksum sidecar, else Corrupt(how)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if not data:
+        raise Corrupt("is empty")
+    try:
+        with open(path + SUM) as f:
+            want = f.read().split()
+    except FileNotFoundError:
+        raise Corrupt("has no checksum file (written by an older version, or damaged)") from None
+    except (OSError, UnicodeDecodeError):
+        raise Corrupt("has an unreadable checksum file") from None
+    if sha256(data) not in want:
+        raise Corrupt(f"does not match its checksum ({len(data)} bytes: truncated or overwritten)")
+    return data
+
+
+def read_csv_bytes(data: bytes, strings=STRING_COLUMNS) -> pd.DataFrame:
+    head = pd.read_csv(io.BytesIO(data), nrows=0).columns
+    return pd.read_csv(io.BytesIO(data), dtype={c: str for c in strings if c in head}, keep_default_na=True)
+
+
+def move_aside(path: str, folder: str, how: str, consequence: str, also=()) -> str:
+    """Move a file that failed verification (with its checksum, and the files `also` that go with it) into
+    `folder`; one sentence on stderr."""
+    os.makedirs(folder, exist_ok=True)
+    stamp = f"corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+    dest = os.path.join(folder, f"{os.path.basename(path)}.{stamp}")
+    for src in (path, *also):
+        for f in (src, src + SUM):
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(f, os.path.join(folder, f"{os.path.basename(f)}.{stamp}"))
+    with_ = f" (with {', '.join(os.path.basename(a) for a in also)})" if also else ""
+    print(f"warning: {path} {how}; moved to {dest}{with_}, {consequence}.", file=sys.stderr)
+    return dest
 
 
 @functools.lru_cache(maxsize=1)
@@ -87,8 +172,62 @@ class RunDir:
     def file(self, *parts) -> str:
         return os.path.join(self.path, *parts)
 
+    def set_aside(self, path: str, how: str, consequence: str, also=()):
+        return move_aside(path, self.file("corrupt"), how, consequence, also)
+
+    # -- the cell's identity and config ------------------------------------------------------------
+    def claim(self, key: dict, config_yaml: str):
+        """Write (or check) cell.json and config.yaml. A folder made by another cell (possible only with an
+        explicit run.name) is refused; damaged files are moved aside and rewritten."""
+        text = json.dumps(key, sort_keys=True, indent=1, default=str)
+        for f in ("cell.json", "config.yaml", "summary.csv"):
+            if os.path.exists(self.file(f)):
+                try:
+                    data = read_checked(self.file(f))
+                    if f == "cell.json" and json.loads(data) != json.loads(text):
+                        raise ConfigError(f"run folder {self.path} holds another cell (its cell.json differs from "
+                                          "this config's identity); choose another run.name or run.root.")
+                    if f == "summary.csv":
+                        read_csv_bytes(data)
+                except (Corrupt, ValueError, UnicodeDecodeError) as e:
+                    if isinstance(e, ConfigError):
+                        raise
+                    how = str(e) if isinstance(e, Corrupt) else "cannot be parsed"
+                    self.set_aside(self.file(f), how, "it is rewritten" if f != "summary.csv"
+                                   else "it is rewritten from the recorded images")
+        write_checked(self.file("cell.json"), text)
+        write_checked(self.file("config.yaml"), config_yaml)
+
+    # -- batches -----------------------------------------------------------------------------------
+    def _parts(self) -> dict[str, pd.DataFrame]:
+        """key -> rows of every recorded batch whose rows and reconstructions verify; the others are moved
+        aside, rows and reconstructions together, and their images are recomputed."""
+        out = {}
+        for p in sorted(glob.glob(self.file("parts", "*.csv"))):
+            key = os.path.basename(p)[:-4]
+            rec = self.file("recon", f"{key}.pt")
+            try:
+                df = read_csv_bytes(read_checked(p))
+                if not len(df) or "status" not in df or df["status"].isna().any() or hashlib.sha256(
+                        ",".join(df["image_id"].astype(str)).encode()).hexdigest()[:16] != key:
+                    raise Corrupt("does not hold the rows its name promises")
+            except (Corrupt, ValueError, KeyError, UnicodeDecodeError) as e:
+                self.set_aside(p, str(e) if isinstance(e, Corrupt) else "cannot be parsed",
+                               "its images are recomputed", also=[rec] if os.path.exists(rec) else [])
+                continue
+            try:
+                read_checked(rec)
+            except (FileNotFoundError, Corrupt) as e:
+                if isinstance(e, Corrupt):
+                    self.set_aside(rec, str(e), f"its batch's {len(df)} image(s) are recomputed", also=[p])
+                else:
+                    self.set_aside(p, f"has no reconstructions (recon/{key}.pt is missing)", "its images are recomputed")
+                continue
+            out[key] = df
+        return out
+
     def read_parts(self) -> pd.DataFrame:
-        frames = [pd.read_csv(p, dtype={"image_id": str}) for p in sorted(glob.glob(self.file("parts", "*.csv")))]
+        frames = list(self._parts().values())
         if not frames:
             return pd.DataFrame()
         df = pd.concat(frames, ignore_index=True)
@@ -99,20 +238,24 @@ class RunDir:
         return set(df["image_id"]) if len(df) else set()
 
     def write_batch(self, rows: list[dict], recon: dict):
+        """Reconstructions first, then the rows: a batch counts as recorded once its rows file exists."""
         key = hashlib.sha256(",".join(str(r["image_id"]) for r in rows).encode()).hexdigest()[:16]
-        atomic_save(recon, self.file("recon", f"{key}.pt"))
-        atomic_write_csv(self.file("parts", f"{key}.csv"), pd.DataFrame(rows))
+        buf = io.BytesIO()
+        torch.save(recon, buf)
+        write_checked(self.file("recon", f"{key}.pt"), buf.getvalue())
+        write_checked(self.file("parts", f"{key}.csv"), pd.DataFrame(rows).to_csv(index=False))
 
     def reconstructions(self) -> dict[str, torch.Tensor]:
         """image id -> its first reconstruction, from every batch whose rows were recorded (a batch killed
         between its reconstructions and its rows is recomputed, so its orphan file is ignored)."""
         out = {}
-        for p in sorted(glob.glob(self.file("recon", "*.pt"))):
-            if not os.path.exists(self.file("parts", os.path.basename(p)[:-3] + ".csv")):
-                continue
-            item = torch.load(p, weights_only=True)
+        for key in self._parts():
+            item = torch.load(io.BytesIO(read_checked(self.file("recon", f"{key}.pt"))), weights_only=True)
             out.update({str(i): x for i, x in zip(item["ids"], item["x_hat"])})
         return out
+
+    def write_summary(self, df: pd.DataFrame):
+        write_checked(self.file("summary.csv"), df.to_csv(index=False))
 
 
 @contextlib.contextmanager
@@ -125,13 +268,99 @@ def locked(path: str):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def _leaderboard_problem(path: str) -> str | None:
+    """Why the leaderboard at `path` cannot be trusted, or None (also None when it does not exist)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        return f"cannot be read ({e.__class__.__name__})"
+    if os.path.exists(path + SUM):
+        try:
+            read_checked(path)
+        except Corrupt as e:
+            return str(e)
+    if not data.strip():
+        return "is empty"
+    try:
+        rows = list(csv.reader(io.StringIO(data.decode())))
+    except (UnicodeDecodeError, csv.Error):
+        return "is not a CSV text file"
+    if not rows or "run" not in rows[0]:
+        return "has no 'run' column"
+    bad = [i + 1 for i, r in enumerate(rows) if len(r) != len(rows[0])]
+    if bad or not data.endswith(b"\n"):
+        return f"has an incomplete row (line {bad[0] if bad else len(rows)})"
+    return None
+
+
+def check_leaderboard(path: str):
+    """Before any compute: a leaderboard that cannot be read is one sentence, not a traceback after the run."""
+    why = _leaderboard_problem(path)
+    if why:
+        raise ConfigError(f"leaderboard {path} {why}; move it aside, or rebuild it from the run folders with "
+                          f"python sweep.py --aggregate --leaderboard {path}.")
+
+
+def _read_leaderboard(path: str) -> pd.DataFrame:
+    return read_csv_bytes(open(path, "rb").read()) if os.path.exists(path) else pd.DataFrame()
+
+
+def _write_leaderboard(path: str, df: pd.DataFrame):
+    write_checked(path, df.to_csv(index=False))
+
+
 def upsert_leaderboard(path: str, row: dict):
     """Replace this run's row (or add it), under a file lock, with an atomic rewrite."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with locked(path):
         remove_stale_tmp(os.path.dirname(os.path.abspath(path)), os.path.basename(path))  # we hold the lock
-        old = pd.read_csv(path, dtype={"run": str}) if os.path.exists(path) else pd.DataFrame()
+        check_leaderboard(path)
+        old = _read_leaderboard(path)
         if len(old):
             old = old[old["run"] != row["run"]]
         new = pd.concat([old, pd.DataFrame([row])], ignore_index=True) if len(old) else pd.DataFrame([row])
-        atomic_write_csv(path, new)
+        _write_leaderboard(path, new)
+
+
+def read_summaries(roots) -> pd.DataFrame:
+    """The summary row of every finished run under `roots` (run folders are the source of truth); a summary
+    that fails verification is moved aside (rerunning its cell rewrites it)."""
+    rows = []
+    for root in roots:
+        for f in sorted(glob.glob(os.path.join(root, "*", "summary.csv"))):
+            try:
+                df = read_csv_bytes(read_checked(f))
+                if len(df) != 1 or "run" not in df:
+                    raise Corrupt(f"holds {len(df)} rows, not one summary row")
+            except (Corrupt, ValueError, UnicodeDecodeError) as e:
+                move_aside(f, os.path.join(os.path.dirname(f), "corrupt"),
+                           str(e) if isinstance(e, Corrupt) else "cannot be parsed",
+                           "rerun its cell to rewrite it (its leaderboard row, if any, is kept)")
+                continue
+            rows.append(df)
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+
+
+def rebuild_leaderboard(roots, path: str, prune: bool = False) -> pd.DataFrame:
+    """The leaderboard at `path` rebuilt from the run folders under `roots`, by union: a run read here
+    replaces its row, rows of runs not read are kept (dropped with `prune=True`). Under the upsert lock,
+    written atomically; returns the table. A damaged leaderboard is moved aside and rebuilt."""
+    roots = [roots] if isinstance(roots, str) else list(roots)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with locked(path):
+        remove_stale_tmp(os.path.dirname(os.path.abspath(path)), os.path.basename(path))
+        why = _leaderboard_problem(path)
+        if why:
+            move_aside(path, os.path.dirname(os.path.abspath(path)), why,
+                       "the leaderboard is rebuilt from the run folders only")
+        old = _read_leaderboard(path)
+        new = read_summaries(roots)
+        if len(old) and not prune:
+            kept = old[~old["run"].isin(set(new["run"]) if len(new) else set())]
+            new = pd.concat([kept, new], ignore_index=True) if len(new) else kept
+        if len(new):
+            _write_leaderboard(path, new)
+        return new

@@ -19,7 +19,7 @@ from harness.build import Cell, build_cell
 from harness.cache import MeasurementCache
 from harness.grid import save_grid
 from harness.loggers import check_logger, log_run
-from harness.records import RunDir, atomic_write_csv, git_commit, upsert_leaderboard
+from harness.records import RunDir, atomic_write_csv, check_leaderboard, git_commit, upsert_leaderboard
 from metrics import edit as editlib
 from metrics import fid as fidlib
 from metrics.image import psnr, ssim
@@ -33,27 +33,90 @@ SUMMARY_STD = (*PER_SAMPLE, "psnr_best", *(f"{m}_bestpsnr" for m in PER_SAMPLE[1
 SET_METRICS = ("fid", "kid")
 
 
+# What only says where results go and how fast they are made: outside a cell's identity (README "What
+# defines a cell"). Everything else in the resolved config is inside, so a new option is part of the
+# identity unless it is added here: one that changes results cannot be forgotten.
+OUTSIDE = {
+    "run": ("name", "root", "leaderboard", "cache", "grid_images", "progress"),
+    "compute": ("device", "batch_size", "num_workers", "compile", "channels_last", "tf32"),
+    "logger": None,  # the whole node: where rows are also sent
+    "names": None,   # the chosen config names: they label the run (its name's prefix), the values are hashed
+}
+
+
+def integer(value, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{key} must be an integer, got {value!r}; e.g. {key}=0.")
+    return value
+
+
 def cell_config(cfg: DictConfig) -> dict:
-    """What defines a cell's results (compute settings excluded: they must not change them)."""
-    out = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("solver", "task", "dataset", "model")}
-    out["seed"], out["num_samples"] = int(cfg.seed), int(cfg.run.num_samples)
-    if cfg.metrics.get("edit_classifier"):
-        out["edit_classifier"] = str(cfg.metrics.edit_classifier)
-    if cfg.run.get("prompt", "dataset") != "dataset":  # only when set: earlier cells keep their names
-        out["prompt"] = cfg.run.prompt
-    if cfg.metrics.get("lpips"):  # per-image metrics are computed with the images: part of the cell
-        out["lpips"] = [list(cfg.metrics.lpips), int(cfg.metrics.lpips_min_size), bool(cfg.metrics.lpips_random_backbone)]
+    """The resolved config less the keys OUTSIDE the identity (no fingerprints: see `cell_key`)."""
+    out = OmegaConf.to_container(cfg, resolve=True)
+    for node, keys in OUTSIDE.items():
+        if keys is None:
+            out.pop(node, None)
+        else:
+            for k in keys:
+                out.get(node, {}).pop(k, None)
+    out["seed"] = integer(out.get("seed"), "seed")
     return out
 
 
-def run_name(cfg: DictConfig, model: dict | None = None) -> str:
-    """`model` is the built prior's description: its weights fingerprint makes retrained weights a new cell."""
+def _location(v) -> bool:
+    """A filesystem location in a config value (absolute, relative to here, or existing)."""
+    return isinstance(v, str) and (os.path.isabs(v) or v.startswith(("./", "../", "~")) or os.path.exists(v))
+
+
+def _file_sha(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def dataset_fingerprint(dataset) -> str:
+    """The ids, prompts and images of a dataset: for image folders each file's name and size (cheap; every
+    image's bytes also enter its measurement key), for in-memory datasets the decoded images."""
+    ids = list(dataset.ids)
+    h = hashlib.sha256(json.dumps([str(i) for i in ids]).encode())
+    if hasattr(dataset, "file"):
+        for i in ids:
+            f = dataset.file(i)
+            h.update(f"{os.path.basename(str(f))}:{os.path.getsize(f)}:{dataset.caption(i)}".encode())
+    elif ids:
+        x, captions = dataset.batch(ids)
+        h.update(x.detach().cpu().float().contiguous().numpy().tobytes())
+        h.update(json.dumps([None if c is None else str(c) for c in captions]).encode())
+    return h.hexdigest()[:16]
+
+
+def cell_key(cfg: DictConfig, cell: Cell) -> dict:
+    """A cell's identity: its config less what is OUTSIDE, with locations replaced by what they hold:
+    the model's weights fingerprint for its path, the dataset's ids/prompts/images for its files, a
+    statistics file's sha for metrics.fid_reference. Never an absolute path: moved checkouts resume."""
+    key = cell_config(cfg)
+    weights = cell.prior.describe().get("weights_sha")
+    if weights:
+        key["model"] = {k: v for k, v in key["model"].items() if not _location(v)}
+        key["model"]["weights_sha"] = weights
+    key["dataset"] = {k: v for k, v in key["dataset"].items() if not _location(v)}
+    key["dataset"]["fingerprint"] = dataset_fingerprint(cell.dataset)
+    ref = key.get("metrics", {}).get("fid_reference")
+    if _location(ref) and os.path.isfile(os.path.expanduser(ref)):
+        key["metrics"]["fid_reference"] = {"sha256": _file_sha(os.path.expanduser(ref))}
+    return key
+
+
+def run_name(cfg: DictConfig, cell: Cell | None = None) -> str:
+    """<dataset>_<task>_<solver>_<model>_s<seed>_<hash of cell_key>; `cell` is built when not given."""
     if cfg.run.get("name"):
         return str(cfg.run.name)
-    key = {**cell_config(cfg), **({"weights_sha": model["weights_sha"]} if model and "weights_sha" in model else {})}
-    h = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
+    cell = cell if cell is not None else build_cell(cfg)
+    h = hashlib.sha256(json.dumps(cell_key(cfg, cell), sort_keys=True, default=str).encode()).hexdigest()[:8]
     choices = {k: _choice(cfg, k) for k in ("dataset", "task", "solver", "model")}
-    return "{dataset}_{task}_{solver}_{model}".format(**choices) + f"_s{cfg.seed}_{h}"
+    return "{dataset}_{task}_{solver}_{model}".format(**choices) + f"_s{integer(cfg.seed, 'seed')}_{h}"
 
 
 def _choice(cfg, group) -> str:
@@ -84,6 +147,7 @@ def _protocol(cfg: DictConfig, cell: Cell) -> dict:
         "device": str(cell.device),
         "dtype": str(cfg.compute.dtype),
         "batch_size": int(cfg.compute.batch_size),
+        **{k: bool(cfg.compute.get(k, False)) for k in ("compile", "channels_last", "tf32")},
         "torch": torch.__version__,
     }
 
@@ -187,16 +251,17 @@ def score_image(x_hat: torch.Tensor, x: torch.Tensor, posterior=None, image_id=N
 
 def run_cell(cfg: DictConfig, *, after_batch=None) -> dict:
     """Run (or resume) one cell; return its summary row. `after_batch(k)` is a test hook."""
+    integer(cfg.seed, "seed")
+    check_leaderboard(cfg.run.leaderboard)  # an unreadable leaderboard is found now, not after the compute
     cell = build_cell(cfg)
     exact = _exact_metrics_apply(cfg, cell)
     check_logger(cfg)
     if cfg.run.get("prompt", "dataset") not in ("dataset", None):
         cell.prior.embed([str(cfg.run.prompt)])  # a prompt the prior cannot take fails here, before any compute
     scorer = Scorer(cfg, cell)
-    name = run_name(cfg, cell.prior.describe())
+    name = run_name(cfg, cell)
     rd = RunDir(cfg.run.root, name)
-    with open(rd.file("config.yaml"), "w") as f:
-        f.write(OmegaConf.to_yaml(cfg, resolve=True))
+    rd.claim(cell_key(cfg, cell), OmegaConf.to_yaml(cfg, resolve=True))
 
     seed, N = int(cfg.seed), int(cfg.run.num_samples)
     prior, task, solver, dataset = cell.prior, cell.task, cell.solver, cell.dataset
@@ -277,24 +342,43 @@ def set_metrics(cfg, cell, rd: RunDir, df: pd.DataFrame, scorer: Scorer) -> dict
             "fid_reference": reference}
 
 
+COST = ("sec_per_sample", "metric_sec_per_sample", "peak_mem_mb", "peak_rss_mb")  # with the prior's Cost fields
+PER_IMAGE_TEXT = ("image_id", "measurement_key", "timestamp", "status")  # never carried into the summary
+
+
+def summarize(df: pd.DataFrame, protocol: dict, cost: tuple) -> dict:
+    """The summary of a cell's rows: protocol values carried; metrics averaged over the images that did
+    not diverge (with their spread over images); cost columns (`cost`) averaged over every image, since
+    the compute ran for the diverged ones too; other text columns carried only where every image agrees."""
+    ok = df[df["status"] == "ok"] if len(df) else df
+    out = {**protocol, "n_images": len(df), "n_ok": len(ok), "n_diverged": int((df["status"] == "diverged").sum())
+           if len(df) else 0, "image_ids": f"{df['image_id'].iloc[0]}..{df['image_id'].iloc[-1]}" if len(df) else ""}
+    for c in df.columns:
+        if c in protocol or c in PER_IMAGE_TEXT or c == "best_sample":
+            continue
+        if not pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c]):
+            values = df[c].dropna().unique()
+            if len(values) == 1 and df[c].notna().all():
+                out[c] = values[0]
+            continue
+        rows = df if c in cost else ok
+        out[c] = float(rows[c].mean()) if len(rows) else math.nan
+        if c in SUMMARY_STD:
+            out[f"{c}_std_images"] = float(ok[c].std()) if len(ok) > 1 else math.nan
+    return out
+
+
 def finish(cfg, cell, rd: RunDir, protocol: dict, cache: MeasurementCache, wall: float, scorer: Scorer = None) -> dict:
     df = rd.read_parts()
     order = {str(i): n for n, i in enumerate(cell.dataset.ids)}
     df = df.sort_values("image_id", key=lambda s: s.map(order)).reset_index(drop=True)
     atomic_write_csv(rd.file("images.csv"), df)
 
-    ok = df[df["status"] == "ok"]
-    summary = {**protocol, "n_images": len(df), "n_ok": len(ok), "n_diverged": int((df["status"] == "diverged").sum()),
-               "image_ids": f"{df['image_id'].iloc[0]}..{df['image_id'].iloc[-1]}" if len(df) else ""}
-    numeric = [c for c in df.columns if c not in protocol and c != "best_sample" and pd.api.types.is_numeric_dtype(df[c])]
-    for c in numeric:
-        summary[c] = float(ok[c].mean()) if len(ok) else math.nan
-        if c in SUMMARY_STD:
-            summary[f"{c}_std_images"] = float(ok[c].std()) if len(ok) > 1 else math.nan
+    summary = summarize(df, protocol, (*cell.prior.cost.snapshot(), *COST))
     if scorer is not None and scorer.set:
         summary.update(set_metrics(cfg, cell, rd, df, scorer))
     summary["wall_seconds_this_call"] = wall
-    atomic_write_csv(rd.file("summary.csv"), pd.DataFrame([summary]))
+    rd.write_summary(pd.DataFrame([summary]))
     upsert_leaderboard(cfg.run.leaderboard, summary)
     write_grid(cfg, cell, rd, cache)
     log_run(cfg, rd.path, rd.name, df, summary)
