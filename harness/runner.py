@@ -64,8 +64,10 @@ def cell_config(cfg: DictConfig) -> dict:
 
 
 def _location(v) -> bool:
-    """A filesystem location in a config value (absolute, relative to here, or existing)."""
-    return isinstance(v, str) and (os.path.isabs(v) or v.startswith(("./", "../", "~")) or os.path.exists(v))
+    """A filesystem location in a config value: absolute, explicitly relative, or an existing path with a
+    separator (a bare word such as a split name is never one, whatever the working directory holds)."""
+    return isinstance(v, str) and (os.path.isabs(v) or v.startswith(("./", "../", "~"))
+                                   or (os.sep in v and os.path.exists(v)))
 
 
 def _file_sha(path: str) -> str:
