@@ -94,3 +94,18 @@ def test_a_diverged_cell_keeps_its_cost(make_cfg):
     assert s["n_diverged"] == 2 and s["n_ok"] == 0
     assert pd.isna(s.get("psnr", float("nan")))  # no image to average a metric over
     assert s["nfe"] == 6 and s["vjp"] == 6 and s["sec_per_sample"] > 0 and s["peak_rss_mb"] > 0
+
+
+def test_summaries_without_checksums_are_read_when_complete(tmp_path, capfd):
+    """Run folders written before checksums still aggregate; a damaged one is moved aside, its row kept."""
+    from harness.records import read_summaries
+
+    for name, text in (("old", "run,psnr\nold,1.5\n"), ("cut", "run,psnr\ncut")):
+        os.makedirs(tmp_path / name)
+        (tmp_path / name / "summary.csv").write_text(text)
+    upsert_leaderboard(str(tmp_path / "lb.csv"), {"run": "cut", "psnr": 2.0})
+    capfd.readouterr()
+    assert list(read_summaries([str(tmp_path)])["run"]) == ["old"]
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cut/summary.csv has an incomplete row" in err[0]
+    assert sorted(rebuild_leaderboard([str(tmp_path)], str(tmp_path / "lb.csv"))["run"]) == ["cut", "old"]
