@@ -45,6 +45,17 @@ def fail(message: str):
     sys.exit(2)
 
 
+def fail_cells(failed: list):
+    """After a sweep: name every refused or failed cell ((overrides, sentence, exit code)) and exit with the
+    largest code (2: refused as bad input; other codes as the cell's failure); return if none failed."""
+    if not failed:
+        return
+    print(f"error: {len(failed)} cell(s) of the sweep did not run:", file=sys.stderr)
+    for overrides, message, _ in failed:
+        print(f"  {overrides or '(defaults)'}: {message}", file=sys.stderr)
+    sys.exit(max(code for _, _, code in failed))
+
+
 def compose(overrides=()) -> DictConfig:
     """The config `run.py` would see for these overrides (for tests and scripts)."""
     from hydra import compose as hydra_compose
