@@ -269,6 +269,15 @@ class Composer:
         return self._cache[key]
 
 
+def _default(base: DictConfig, key: str):
+    """The composed default of a dotted key; _MISSING if the key does not exist, None if its value is '???'."""
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(base, parent, default=None) if parent else base
+    if not isinstance(node, DictConfig) or node._is_none() or leaf not in node:
+        return _MISSING
+    return OmegaConf.select(base, key, default=None, throw_on_missing=False)
+
+
 def _check_job(comp: Composer, job: list):
     """One cell's overrides (parsed, no sweeps): unknown keys, value types against the defaults, check_config."""
     groups = [o.input_line for o in job if _is_group(o.key_or_group)]
@@ -279,7 +288,7 @@ def _check_job(comp: Composer, job: list):
         if _is_group(key) or key.startswith("hydra"):
             continue
         value = o.value()
-        default = OmegaConf.select(base, key, default=_MISSING, throw_on_missing=False)
+        default = _default(base, key)
         if o.is_add():
             if default is not _MISSING:
                 raise ConfigError(f"{key} exists already (default {default!r}); set it with {key}=... (no '+').")
@@ -288,7 +297,9 @@ def _check_job(comp: Composer, job: list):
             raise ConfigError(f"{key} takes a list like its default {OmegaConf.to_container(default)}, got "
                               f"{o.input_line.partition('=')[2]!r}; write {key}=[...].")
         if default is _MISSING:
-            parent, _, leaf = key.rpartition(".")
+            parts = key.split(".")
+            first = next(i for i in range(1, len(parts) + 1) if _default(base, ".".join(parts[:i])) is _MISSING)
+            parent, leaf = ".".join(parts[:first - 1]), parts[first - 1]
             siblings = _leaves(base)
             close = difflib.get_close_matches(key, siblings, n=1, cutoff=0.6)
             choice = OmegaConf.select(base, f"hydra.runtime.choices.{parent}", default=None)
