@@ -7,7 +7,10 @@
     python sweep.py --aggregate [--root results/runs] [--metrics psnr,ssim] [--out table.md] [--report DIR]
 
 Each cell resumes like `run.py` (finished images are skipped), so rerunning a sweep finishes it.
-A cell that cannot run (e.g. a solver that needs an SVD on a task without one) is reported and skipped.
+The whole command line is checked first, every cell of the grid (harness/validate.py): bad input exits 2
+before any cell runs. A cell that cannot run (e.g. a solver that needs an SVD on a task without one) is
+reported and skipped; at the end the sweep lists those cells and exits 2 (with the default, in-process
+launcher: submitit launchers report refused cells in each cell's log).
 """
 import argparse
 import glob

@@ -67,4 +67,7 @@ def compose(overrides=()) -> DictConfig:
     choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
     with open_dict(cfg):
         del cfg["hydra"]
+    from harness.validate import normalise_noise
+
+    normalise_noise(cfg)  # only the chosen noise kind's parameters, as run_cell sees them
     return add_names(cfg, choices)

@@ -209,7 +209,7 @@ FLAGS_WITH_VALUE = ("--cfg", "-c", "--package", "-p", "--config-path", "-cp", "-
 
 
 def _one_line(e: Exception) -> str:
-    text = " ".join(ln.strip() for ln in str(e).splitlines() if ln.strip())
+    text = " ".join(ln.strip() for ln in str(e).split("Config search path")[0].splitlines() if ln.strip())
     return (text[:400] + " ...") if len(text) > 400 else (text or e.__class__.__name__)
 
 
@@ -265,7 +265,7 @@ class Composer:
             try:
                 self._cache[key] = compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
             except (HydraException, OmegaConfBaseException, ValueError) as e:
-                raise ConfigError(f"{' '.join(overrides)}: {_one_line(e)}") from None
+                raise ConfigError(f"Hydra cannot compose this command line: {_one_line(e)}") from None
         return self._cache[key]
 
 
@@ -358,7 +358,7 @@ def check_command_line(argv: list[str], multirun: bool = False, limit: int = 100
         fixed = [o for o in parsed if not o.is_sweep_override()]
         axes = []
         if multirun:
-            from_config = _sweeper_params(comp.compose([o.input_line for o in fixed]))
+            from_config = _sweeper_params(comp.compose([o.input_line for o in fixed if _is_group(o.key_or_group)]))
             named = {o.key_or_group for o in parsed}
             lines = [f"{k}={v}" for k, v in from_config.items() if k not in named]
             extra = parse(lines) if lines else []

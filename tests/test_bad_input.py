@@ -54,6 +54,9 @@ CASES = [
     ("experiment_unknown", "run", ["+experiment=nope"], "unknown experiment 'nope'"),
     ("launcher_unknown", "run", ["hydra/launcher=nope"], "Could not find 'hydra/launcher/nope'"),
     ("parse_error", "run", ["solver.steps=[1"], "cannot parse the override"),
+    ("no_equals", "run", ["solver.steps"], "cannot parse the override"),
+    ("seed_empty", "run", ["seed="], "seed must be an integer"),
+    ("hydra_key_unknown", "run", ["hydra.nope=1"], "Could not override 'hydra.nope'"),
     ("sweep_in_run", "run", ["solver=dps,ddim"], "lists several values; run a grid with python sweep.py"),
     # noise kinds
     ("noise_kind_unknown", "run", ["task.noise.kind=laplace"], "unknown noise kind 'laplace'"),
@@ -164,3 +167,80 @@ def test_a_refused_cell_of_a_sweep_fails_the_sweep(tmp_path):
     assert "error: 1 cell(s) of the sweep did not run:" in p.stderr
     assert "solver=ddrm" in p.stderr.split("did not run:")[1]
     assert "run=" in p.stdout  # the dps cell ran
+
+
+# -- in-process: what the checks accept, and the noise kinds ------------------------------------------
+def _conf_names(group):
+    return sorted(f[:-5] for f in os.listdir(os.path.join(ROOT, "conf", group)) if f.endswith(".yaml"))
+
+
+def test_every_shipped_config_passes_the_command_line_checks(tmp_path):
+    """No false refusals: every solver, task, dataset-free experiment and grid as shipped is accepted."""
+    from harness.validate import check_command_line
+
+    io = [f"run.root={tmp_path}/runs", f"run.cache={tmp_path}/cache", f"run.leaderboard={tmp_path}/lb.csv"]
+    for solver in _conf_names("solver"):
+        check_command_line([*io, f"solver={solver}"])
+    for task in _conf_names("task"):
+        check_command_line([*io, f"task={task}"])
+    for exp in _conf_names("experiment"):
+        check_command_line([*io, f"+experiment={exp}"], multirun=exp.startswith("grid_"))
+    check_command_line([*io, "task=inpaint_random", "task.p=[0.3,0.7]", "dataset.n=null", "run.prompt=null",
+                        "solver=dps", "solver.steps=10", "seed=-3", "task.noise.kind=poisson", "task.noise.rate=20"])
+    assert not os.listdir(tmp_path)  # the writability probe leaves nothing behind
+
+
+def test_a_new_option_is_type_checked_from_its_default(tmp_path):
+    """The generic rule: the type of a key's composed default, whatever config defines it."""
+    from harness import validate
+    from tasks.errors import ConfigError
+
+    io = [f"run.root={tmp_path}/r", f"run.cache={tmp_path}/c", f"run.leaderboard={tmp_path}/l.csv"]
+    for solver, bad, word in (("ddnm", "solver.travel_length=abc", "an integer"), ("dps", "solver.scale=x", "a number"),
+                              ("dps", "task.shared=1", "true or false"), ("dps", "solver.dsg.interval=2.5", "an integer")):
+        with pytest.raises(ConfigError, match=f"{bad.partition('=')[0]} must be {word}"):
+            validate.check_command_line([*io, f"solver={solver}", "task=inpaint_random", bad])
+
+
+def test_noise_kind_alone_switches_and_other_kinds_parameters_leave_the_cell(make_cfg):
+    from harness.build import instantiate
+    from harness.runner import cell_config
+
+    gauss = make_cfg()
+    assert dict(gauss.task.noise) == {"kind": "gaussian", "sigma": 0.05, "space": "[-1,1]"}  # identity as before
+    poisson = make_cfg("task.noise.kind=poisson")
+    assert dict(poisson.task.noise) == {"kind": "poisson", "rate": 255.0}
+    task = instantiate("task", poisson.task, image_shape=(1, 16, 16))
+    assert task.noise.describe()["poisson_rate"] == 255.0 and not task.noise.gaussian
+    assert cell_config(make_cfg("task.noise.kind=poisson", "task.noise.rate=20"))["task"]["noise"]["rate"] == 20
+    none = make_cfg("task.noise.kind=none")
+    assert dict(none.task.noise) == {"kind": "none"}
+
+
+def test_make_noise_ignores_other_kinds_and_refuses_unknown_parameters():
+    from tasks.errors import ConfigError
+    from tasks.noise import NOISE_PARAMS, make_noise
+
+    assert NOISE_PARAMS == {"gaussian": ("sigma", "space"), "poisson": ("rate",), "none": ()}
+    assert make_noise({"kind": "gaussian", "sigma": 0.1, "space": "[0,1]", "rate": 3}).sigma_y == pytest.approx(0.2)
+    assert make_noise({"kind": "poisson", "sigma": 0.1}).rate == 255.0
+    with pytest.raises(ConfigError, match="task.noise.sigmaa is not a noise parameter"):
+        make_noise({"kind": "gaussian", "sigma": 0.1, "sigmaa": 1})
+
+
+def test_output_paths_are_probed_without_leaving_files(tmp_path):
+    from harness.validate import _writable
+    from tasks.errors import ConfigError
+
+    _writable("run.root", tmp_path / "new" / "deeper", False)
+    _writable("run.leaderboard", tmp_path / "lb.csv", True)
+    assert not os.listdir(tmp_path)
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ConfigError, match="lies under the file"):
+        _writable("run.cache", tmp_path / "f" / "c", False)
+    if os.geteuid() != 0:  # root writes anywhere: permission bits cannot be tested as root
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o500)
+        with pytest.raises(ConfigError, match="cannot be written"):
+            _writable("run.root", ro / "runs", False)
