@@ -145,6 +145,7 @@ def test_bad_input_is_one_sentence_exit_2_before_anything(outcomes, cid, script,
     paths, done = outcomes
     p, cwd = done[cid]
     err = p.stderr.strip()
+    print(f"BAD-INPUT | {script}.py {' '.join(args)} | {err}")  # the table of messages (pytest -rP shows it)
     assert p.returncode == 2, (p.returncode, p.stdout[-2000:], err[-2000:])
     assert "Traceback" not in p.stdout + p.stderr, err
     assert len(err.splitlines()) == 1 and err.startswith("error: "), err
