@@ -300,14 +300,18 @@ def _check_job(comp: Composer, job: list):
             parts = key.split(".")
             first = next(i for i in range(1, len(parts) + 1) if _default(base, ".".join(parts[:i])) is _MISSING)
             parent, leaf = ".".join(parts[:first - 1]), parts[first - 1]
-            siblings = _leaves(base)
-            close = difflib.get_close_matches(key, siblings, n=1, cutoff=0.6)
+            siblings = [k for k in _leaves(base) if not k.rpartition(".")[2].startswith("_")]
+            same = [k for k in siblings if k.rpartition(".")[0] == parent]
+            close = (difflib.get_close_matches(key, same, n=1, cutoff=0.6)
+                     or difflib.get_close_matches(key, [k for k in siblings if not key.startswith(k + ".")], n=1, cutoff=0.8))
             choice = OmegaConf.select(base, f"hydra.runtime.choices.{parent}", default=None)
             where = (f"{parent}{f' {choice}' if choice else ''} has no key {leaf!r}" if parent
-                     else f"there is no top-level key {key!r}")
-            raise ConfigError(f"unknown option {key} ({where}); "
-                              + (f"did you mean {close[0]}?" if close else
-                                 f"valid keys there: {', '.join(sorted(k.rpartition('.')[2] for k in siblings if k.rpartition('.')[0] == parent)[:20])}."))
+                     else f"there is no top-level key {leaf!r}")
+            valid = sorted(k.rpartition(".")[2] for k in same)
+            raise ConfigError(f"unknown option {key} ({where}); " + (
+                f"did you mean {close[0]}?" if close else
+                f"its keys are: {', '.join(valid[:20])}{' ...' if len(valid) > 20 else ''}." if valid else
+                f"{parent or 'it'} takes no options; drop {key}."))
         if o.is_delete():
             continue
         given.add(key)
@@ -373,6 +377,11 @@ def check_command_line(argv: list[str], multirun: bool = False, limit: int = 100
         for k, combo in enumerate(itertools.product(*axes)):
             if k >= limit:
                 break
-            _check_job(comp, fixed + list(combo))
+            try:
+                _check_job(comp, fixed + list(combo))
+            except ConfigError as e:
+                if not combo:
+                    raise
+                raise ConfigError(f"cell {' '.join(o.input_line for o in combo)}: {e}") from None
     finally:
         comp.close()
