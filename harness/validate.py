@@ -310,11 +310,13 @@ def _check_job(comp: Composer, job: list):
             valid = sorted(k.rpartition(".")[2] for k in same)
             raise ConfigError(f"unknown option {key} ({where}); " + (
                 f"did you mean {close[0]}?" if close else
-                f"its keys are: {', '.join(valid[:20])}{' ...' if len(valid) > 20 else ''}." if valid else
+                f"the keys there are: {', '.join(valid[:20])}{' ...' if len(valid) > 20 else ''}." if valid else
                 f"{parent or 'it'} takes no options; drop {key}."))
         if o.is_delete():
             continue
         given.add(key)
+        if "${" in o.input_line.partition("=")[2]:
+            continue  # an interpolation: its resolved value is checked by check_config where declared
         want = _kind(default)
         items = value if isinstance(value, list) else [value]  # a number's key may take a range [lo, hi]
         if default is not None and want in TYPE_WORDS and value is not None and not all(_fits(want, v) for v in items):
