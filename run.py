@@ -3,13 +3,14 @@ import json
 import os
 import sys
 
-from harness.cli import CONF_DIR, add_names, check_overrides, fail
+from harness.cli import CONF_DIR, add_names, fail, fail_cells
 from tasks.errors import ConfigError
 
 SHOWN = ("run", "n_ok", "n_diverged", "psnr", "ssim", "target_acc", "sw2", "sw2_floor", "mean_err", "mean_err_floor", "nfe", "vjp",
          "sec_per_sample")
 # In a sweep (multirun) a cell that fails with any error is reported and the others run. Each failure is
-# kept in FAILED ({"cell": overrides, "error": sentence}) and, when this environment variable names a
+# kept in FAILED ({"cell": overrides, "error": sentence, "code": 2 if refused as bad input else 1}) and,
+# when this environment variable names a
 # file, appended to it as one JSON line (so sweep.py can read failures of cells run in other processes).
 FAILURES_ENV = "DIFFINV_FAILURES"
 FAILED = []
@@ -17,7 +18,8 @@ FAILED = []
 
 def record_failure(overrides: list, error: BaseException):
     text = str(error) if isinstance(error, ConfigError) else f"{type(error).__name__}: {error}"
-    entry = {"cell": " ".join(overrides), "error": (text.strip().splitlines() or [""])[0]}
+    entry = {"cell": " ".join(overrides), "error": (text.strip().splitlines() or [""])[0],
+             "code": 2 if isinstance(error, ConfigError) else 1}
     FAILED.append(entry)
     print(f"error: cell {entry['cell']}: {entry['error']}", file=sys.stderr)
     if os.environ.get(FAILURES_ENV):
@@ -25,7 +27,7 @@ def record_failure(overrides: list, error: BaseException):
             f.write(json.dumps(entry) + "\n")
 
 
-def main():
+def main() -> list:
     import hydra
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -49,11 +51,14 @@ def main():
         return summary
 
     cell()
+    return FAILED
 
 
 if __name__ == "__main__":
+    from harness.validate import check_command_line
+
     try:
-        check_overrides(sys.argv[1:])  # before torch is even imported: unknown names fail at once
+        check_command_line(sys.argv[1:])  # before torch is even imported: every cell of the command line
     except ConfigError as e:
         fail(str(e))
-    main()
+    fail_cells(main())

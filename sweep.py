@@ -7,14 +7,17 @@
     python sweep.py --aggregate [--root results/runs] [--metrics psnr,ssim] [--out table.md] [--report DIR]
 
 Each cell resumes like `run.py` (finished images are skipped), so rerunning a sweep finishes it.
-A cell that cannot run (e.g. a solver that needs an SVD on a task without one) is reported and skipped.
+The whole command line is checked first, every cell of the grid (harness/validate.py): bad input exits 2
+before any cell runs. A cell that cannot run (e.g. a solver that needs an SVD on a task without one) is
+reported and skipped; at the end the sweep lists those cells and exits 2 (with the default, in-process
+launcher: submitit launchers report refused cells in each cell's log).
 """
 import argparse
 import math
 import os
 import sys
 
-from harness.cli import check_overrides, fail
+from harness.cli import fail, fail_cells
 from tasks.errors import ConfigError
 
 
@@ -131,6 +134,10 @@ def aggregate(root: str, leaderboard: str, metrics: list[str], report: str | Non
     missing = [m for m in metrics if m not in df.columns]
     if missing:
         raise ConfigError(f"{', '.join(missing)} is not a summary column; choose numeric columns of {leaderboard}.")
+    text_cols = [m for m in metrics if not pd.api.types.is_numeric_dtype(df[m])]
+    if text_cols:  # bad input: a protocol column such as run or solver is not a metric
+        raise ConfigError(f"{', '.join(text_cols)} is not a numeric summary column; --metrics takes metrics such as "
+                          f"psnr,ssim,lpips_vgg,nfe.")
     df["label"] = _labels(df)
     for m in metrics:
         std = df[f"{m}_std_images"] if f"{m}_std_images" in df else pd.Series(math.nan, index=df.index)
@@ -178,7 +185,9 @@ def main():
             metrics = value
         else:
             args.append(arg)
-    check_overrides(args)
+    from harness.validate import check_command_line
+
+    check_command_line(args, multirun=True)  # every cell of the grid, before torch is imported
     root = None
     if report:
         from harness.cli import compose
@@ -186,10 +195,11 @@ def main():
     import run
 
     sys.argv[1:] = ["--multirun", *args]
-    run.main()
+    failed = run.main()
     if report:
         text = aggregate(root, os.path.join(report, "leaderboard.csv"), metrics.split(","), report)
         print(text)
+    fail_cells(failed)  # exit codes: 2 when a cell was refused (see run.FAILED)
 
 
 if __name__ == "__main__":

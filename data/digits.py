@@ -70,6 +70,10 @@ class DigitsDataset(Dataset):
         if start < 0 or start >= len(ids) or (n is not None and n < 1):
             raise ConfigError(f"dataset.n must be >= 1 and 0 <= dataset.start < {len(ids)} for the digits "
                               f"{split} split (got n={n}, start={start}).")
+        if n is not None and start + n > len(ids):  # never run fewer images than asked for, silently
+            what = f"the {len(ids)} images of the digits {split} split" + (f" (classes {self.classes})" if self.classes else "")
+            raise ConfigError(f"dataset.n={n} from dataset.start={start} asks for more than {what}; set dataset.n <= "
+                              f"{len(ids) - start} (or dataset.n=null for all of them).")
         shape = tuple(prior.image_shape)
         if len(shape) != 3 or shape[0] != 1 or shape[1] != shape[2] or shape[1] < 8:
             raise ConfigError(f"dataset=digits gives 1×H×H grey images (H >= 8) but model {prior.name} takes "

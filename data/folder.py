@@ -5,10 +5,10 @@ Which images make a test split is config, not code: a range of ids (`id_range`),
 a slice. Each id names one file, `root / pattern.format(id=id)`.
 
 Everything a user can get wrong is checked at construction, before any compute: the folder, the
-id file, the captions and labels files, and that every image file exists and has a readable image
-header. Pixels are decoded lazily; an image that fails to decode raises one sentence naming its
-file. With `skip_corrupt: true` every image is fully decoded up front instead, and unreadable ones
-are reported (stderr and `describe()`) and left out.
+id file, the captions and labels files, that `n` does not exceed the listed ids, and that every
+image file exists and fully decodes (a valid header with truncated data fails here, before the first
+batch): one sentence naming the file. With `skip_corrupt: true` unreadable images are reported
+(stderr and `describe()`) and left out instead.
 
 Images are centre-cropped to a square, resized to the prior's image size (bicubic, anti-aliased),
 and mapped to [-1, 1], with as many channels as the prior takes (1: grey, 3: RGB).
@@ -104,6 +104,9 @@ class ImageFolderDataset(Dataset):
         if start < 0 or start >= len(all_ids) or (n is not None and n < 1):
             raise ConfigError(f"dataset {name} has {len(all_ids)} ids; dataset.start must be in "
                               f"[0, {len(all_ids) - 1}] and dataset.n >= 1 (got start={start}, n={n}).")
+        if n is not None and start + n > len(all_ids):  # never run fewer images than asked for, silently
+            raise ConfigError(f"dataset {name} lists {len(all_ids)} ids, so dataset.n={n} from dataset.start={start} "
+                              f"asks for too many; set dataset.n <= {len(all_ids) - start} (or null for all).")
         chosen_ids = all_ids[start:] if n is None else all_ids[start:start + n]
 
         if self.captions is not None:
@@ -181,8 +184,7 @@ class ImageFolderDataset(Dataset):
         for i in ids:
             try:
                 with _open(self.file(i)) as img:
-                    if self.skip_corrupt:
-                        img.load()  # full decode up front, so a bad file is skipped before the run
+                    img.load()  # a full decode up front (not just the header): a truncated file fails before any batch
             except Exception as e:
                 if not self.skip_corrupt:
                     raise ConfigError(f"image file {self.file(i)} is not a readable image ({e.__class__.__name__}); "

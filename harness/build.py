@@ -8,11 +8,11 @@ import torch
 from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
+from harness.validate import check_config
 from tasks.errors import ConfigError
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
 HALF = ("bfloat16", "float16")
-SWITCHES = ("compile", "channels_last", "tf32")
 
 
 @dataclass
@@ -64,20 +64,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def check_run_options(cfg: DictConfig):
-    if int(cfg.compute.batch_size) < 1:
-        raise ConfigError(f"compute.batch_size must be at least 1, got {cfg.compute.batch_size}; set it to 1 or more.")
-    if int(cfg.run.num_samples) < 1:
-        raise ConfigError(f"run.num_samples must be at least 1, got {cfg.run.num_samples}.")
-    if cfg.compute.dtype not in DTYPES:
-        raise ConfigError(f"compute.dtype={cfg.compute.dtype} is not supported here; use one of {sorted(DTYPES)}.")
-    for key in SWITCHES:
-        if not isinstance(cfg.compute.get(key, False), bool):
-            raise ConfigError(f"compute.{key} must be true or false, got {cfg.compute.get(key)!r}.")
-    if int(cfg.compute.get("num_workers", 0)) < 0:
-        raise ConfigError(f"compute.num_workers must be >= 0, got {cfg.compute.num_workers}.")
-
-
 def _accepts(node: DictConfig, name: str) -> bool:
     try:
         return name in inspect.signature(get_object(node._target_)).parameters
@@ -101,7 +87,7 @@ def check_compute(cfg: DictConfig, device: torch.device) -> dict:
 
 
 def build_cell(cfg: DictConfig) -> Cell:
-    check_run_options(cfg)
+    check_config(cfg)  # types, ranges, noise, compute, output paths (harness/validate.py)
     device = resolve_device(str(cfg.compute.device))
     model_extra = check_compute(cfg, device)
     solver = instantiate("solver", cfg.solver)

@@ -45,6 +45,17 @@ def fail(message: str):
     sys.exit(2)
 
 
+def fail_cells(failed: list):
+    """After a sweep: name every refused or failed cell (run.record_failure's {"cell", "error", "code"}) and
+    exit with the largest code (2: refused as bad input; 1: the cell failed); return if none failed."""
+    if not failed:
+        return
+    print(f"error: {len(failed)} cell(s) of the sweep did not run:", file=sys.stderr)
+    for f in failed:
+        print(f"  {f['cell'] or '(defaults)'}: {f['error']}", file=sys.stderr)
+    sys.exit(max(int(f.get("code", 1)) for f in failed))
+
+
 def compose(overrides=()) -> DictConfig:
     """The config `run.py` would see for these overrides (for tests and scripts)."""
     from hydra import compose as hydra_compose
@@ -56,4 +67,7 @@ def compose(overrides=()) -> DictConfig:
     choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
     with open_dict(cfg):
         del cfg["hydra"]
+    from harness.validate import normalise_noise
+
+    normalise_noise(cfg)  # only the chosen noise kind's parameters, as run_cell sees them
     return add_names(cfg, choices)

@@ -20,6 +20,7 @@ from harness.cache import MeasurementCache
 from harness.grid import save_grid
 from harness.loggers import check_logger, log_run
 from harness.records import RunDir, atomic_write_csv, check_leaderboard, git_commit, upsert_leaderboard
+from harness.validate import check_cell
 from metrics import edit as editlib
 from metrics import fid as fidlib
 from metrics.image import psnr, ssim
@@ -253,13 +254,11 @@ def score_image(x_hat: torch.Tensor, x: torch.Tensor, posterior=None, image_id=N
 
 def run_cell(cfg: DictConfig, *, after_batch=None) -> dict:
     """Run (or resume) one cell; return its summary row. `after_batch(k)` is a test hook."""
-    integer(cfg.seed, "seed")
     check_leaderboard(cfg.run.leaderboard)  # an unreadable leaderboard is found now, not after the compute
-    cell = build_cell(cfg)
+    cell = build_cell(cfg)  # first: harness.validate.check_config, then the objects, before any file
     exact = _exact_metrics_apply(cfg, cell)
     check_logger(cfg)
-    if cfg.run.get("prompt", "dataset") not in ("dataset", None):
-        cell.prior.embed([str(cfg.run.prompt)])  # a prompt the prior cannot take fails here, before any compute
+    check_cell(cfg, cell)  # a prompt the prior cannot take, steps beyond its schedule: before any file
     scorer = Scorer(cfg, cell)
     name = run_name(cfg, cell)
     rd = RunDir(cfg.run.root, name)
