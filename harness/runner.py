@@ -97,16 +97,12 @@ def run_prompts(cfg: DictConfig, captions: list) -> list:
     return [None if mode is None else str(mode)] * len(captions)
 
 
-def condition(prior, solver, prompts: list, n_samples: int):
-    """The prior's condition for a batch (each prompt repeated for its samples; None if no image has one),
-    carrying the solver's own CFG scale (`solver.cfg_scale`) when its config sets one."""
+def condition(prior, prompts: list, n_samples: int):
+    """The prior's condition for a batch (each prompt repeated for its samples; None if no image has one).
+    A solver applies its own CFG scale to it (`Solver.condition`)."""
     if all(p is None for p in prompts):
         return None
-    cond = prior.embed([p for p in prompts for _ in range(n_samples)])
-    scale = getattr(solver, "cfg_scale", None)
-    if cond is not None and scale is not None:
-        cond = {**cond, "scale": float(scale)}
-    return cond
+    return prior.embed([p for p in prompts for _ in range(n_samples)])
 
 
 def _exact_metrics_apply(cfg, cell) -> bool:
@@ -217,7 +213,7 @@ def run_cell(cfg: DictConfig, *, after_batch=None) -> dict:
         y_n = y.repeat_interleave(N, 0).to(cell.device, cell.dtype)
         gens = [generator(seed, "solver", i, r, device=cell.device) for i in ids for r in range(N)]
         prompts = run_prompts(cfg, captions)
-        cond = condition(prior, solver, prompts, N)
+        cond = condition(prior, prompts, N)
 
         prior.cost.reset()
         if cell.device.type == "cuda":

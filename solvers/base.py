@@ -35,6 +35,21 @@ class Solver:
     name = "solver"
     needs: frozenset = frozenset()
     edits = False  # True for editors: on task=edit they regenerate under the target prompt (checked before compute)
+    cfg_scale: float | None = None  # this solver's classifier-free guidance scale; None: the model's
+
+    def set_cfg_scale(self, cfg_scale):
+        """For solvers with a `cfg_scale` parameter: validate it and keep it (None: the model's scale)."""
+        if cfg_scale is None:
+            return
+        if isinstance(cfg_scale, bool) or not (isinstance(cfg_scale, (int, float)) and cfg_scale >= 0):
+            raise ConfigError(f"solver.cfg_scale must be a number >= 0 or null (the model's scale), got {cfg_scale!r}.")
+        self.cfg_scale = float(cfg_scale)
+
+    def condition(self, cond):
+        """The condition this solver runs with: `cond` carrying the solver's own CFG scale, if it has one."""
+        if cond is None or self.cfg_scale is None:
+            return cond
+        return {**cond, "scale": self.cfg_scale}
 
     def check(self, prior, task):
         """Raise ConfigError, before any compute, if the prior and task cannot serve this solver."""

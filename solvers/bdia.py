@@ -64,7 +64,9 @@ class BDIA(Solver):
     edits = True
 
     def __init__(self, steps: int = 50, gamma: float = 1.0, mode: str = "roundtrip", strength: float = 1.0,
-                 spacing: str = "adm"):
+                 spacing: str = "adm",
+                 cfg_scale: float | None = None):
+        self.set_cfg_scale(cfg_scale)
         if not 0 < gamma <= 1:
             raise ConfigError(f"BDIA gamma must be in (0, 1], got {gamma}; set solver.gamma (inversion divides by it).")
         if mode not in ("roundtrip", "sample"):
@@ -80,6 +82,7 @@ class BDIA(Solver):
         return frozenset({"identity"} if self.mode == "roundtrip" else ())
 
     def solve(self, prior, task, y, gens, cond=None):
+        cond = self.condition(cond)
         if self.mode == "sample":
             zS = randn(gens, prior.state_shape, dtype=y.dtype, device=y.device)
             return prior.decode(generate(prior, zS, None, cond, self.steps, self.gamma, self.spacing))

@@ -46,10 +46,13 @@ class DDIMInversion(Solver):
     edits = True
     needs = frozenset({"identity"})
 
-    def __init__(self, steps: int = 50, strength: float = 1.0, spacing: str = "adm"):
+    def __init__(self, steps: int = 50, strength: float = 1.0, spacing: str = "adm",
+                 cfg_scale: float | None = None):
+        self.set_cfg_scale(cfg_scale)
         self.steps, self.strength, self.spacing = int(steps), float(strength), spacing
         self.top = inversion_top(self.steps, self.strength)
 
     def solve(self, prior, task, y, gens, cond=None):
+        cond = self.condition(cond)
         zT = invert(prior, prior.encode(y), cond, self.steps, self.spacing, self.top)
         return prior.decode(generate(prior, zT, edit_target(prior, task, cond), self.steps, self.spacing, self.top))

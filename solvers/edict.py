@@ -75,7 +75,9 @@ class EDICT(Solver):
     needs = frozenset({"identity"})
 
     def __init__(self, steps: int = 50, p: float = 0.93, leapfrog: bool = True, strength: float = 1.0,
-                 spacing: str = "adm"):
+                 spacing: str = "adm",
+                 cfg_scale: float | None = None):
+        self.set_cfg_scale(cfg_scale)
         if not 0 < p <= 1:
             raise ConfigError(f"EDICT mixing weight p must be in (0, 1], got {p}; set solver.p.")
         self.steps, self.p, self.leapfrog, self.spacing = int(steps), float(p), bool(leapfrog), spacing
@@ -83,6 +85,7 @@ class EDICT(Solver):
         self.top = inversion_top(self.steps, self.strength)
 
     def solve(self, prior, task, y, gens, cond=None):
+        cond = self.condition(cond)
         z = prior.encode(y)
         args = (self.steps, self.p, self.leapfrog, self.spacing, self.top)
         xT, yT = invert(prior, z, z.clone(), cond, *args)

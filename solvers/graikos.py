@@ -42,7 +42,9 @@ class Graikos(Solver):
     needs = frozenset({"latent"})
 
     def __init__(self, steps: int = 20, n_inner: int = 5, lr_start: float = 0.5, lr_end: float = 0.1,
-                 h: float = 0.005, direction: str = "auto", variance: str = "code", spacing: str = "leading"):
+                 h: float = 0.005, direction: str = "auto", variance: str = "code", spacing: str = "leading",
+                 cfg_scale: float | None = 1.0):
+        self.set_cfg_scale(cfg_scale)
         if direction not in DIRECTIONS:
             raise ConfigError(f"Graikos direction must be one of {DIRECTIONS}, not {direction!r}; set solver.direction.")
         if variance not in VARIANCES:
@@ -88,6 +90,7 @@ class Graikos(Solver):
 
     @torch.no_grad()
     def solve(self, prior, task, y, gens, cond=None):
+        cond = self.condition(cond)
         kind = self._direction(task)
         if kind == "mask":
             m_z, z_y = self.latent_mask(task, y, prior), prior.encode(task.At(y))

@@ -35,7 +35,9 @@ class NullTextInversion(Solver):
     needs = frozenset({"latent", "identity"})
 
     def __init__(self, steps: int = 50, inner: int = 10, lr: float = 1e-2, tol: float = 1e-5,
-                 tol_growth: float = 2e-5, spacing: str = "adm"):
+                 tol_growth: float = 2e-5, spacing: str = "adm",
+                 cfg_scale: float | None = None):
+        self.set_cfg_scale(cfg_scale)
         if steps < 1 or inner < 0 or not lr > 0:
             raise ConfigError(f"null-text inversion needs steps >= 1, inner >= 0, lr > 0; got {steps}, {inner}, {lr}; "
                               "set solver.steps/inner/lr.")
@@ -43,7 +45,7 @@ class NullTextInversion(Solver):
         self.tol, self.tol_growth, self.spacing = float(tol), float(tol_growth), spacing
 
     def solve(self, prior, task, y, gens, cond=None):
-        cond = prior.embed("") if cond is None else cond
+        cond = self.condition(prior.embed([""]) if cond is None else cond)
         target = edit_target(prior, task, cond) if "edit" in task.provides else None
         return prior.decode(self.latent(prior, prior.encode(y), cond, target))
 

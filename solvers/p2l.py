@@ -18,8 +18,8 @@ Tweedie latent onto the encoder's range). Choices the paper leaves open are para
         z_s = DDIM(z_t → z_s; ε̂, ẑ0, η) − scale · g
     return D(z_0)
 
-Classifier-free guidance is the condition's own: the model's guidance_scale, or cond["scale"] (the harness
-sets it from `solver.cfg_scale`); only the conditional row c is tuned, the unconditional one stays.
+Classifier-free guidance is the condition's own: the model's guidance_scale, or this solver's `cfg_scale`
+(applied to the condition by `Solver.condition`); only the conditional row c is tuned, the unconditional one stays.
 Cost per step with a prompt update (per sample; ×2 NFEs under CFG): K + 1 NFEs, K + 1 UNet VJPs (K w.r.t.
 c, 1 w.r.t. z_t), K + 1 decodes and decoder VJPs, and 1 encode on projection steps; one final decode.
 With K = 1 and no CFG that is 2 NFEs per step: STSL's 2000 NFEs for P2L at 1000 steps.
@@ -40,7 +40,9 @@ class P2L(Solver):
 
     def __init__(self, steps: int = 1000, prompt_steps: int = 1, prompt_lr: float = 1e-4, prompt_every: int = 1,
                  warm_adam: bool = True, scale: float = 1.0, proj_every: int = 10, lam: float = 1.0,
-                 cg_iters: int = 5, eta: float = 0.0, spacing: str = "leading"):
+                 cg_iters: int = 5, eta: float = 0.0, spacing: str = "leading",
+                 cfg_scale: float | None = None):
+        self.set_cfg_scale(cfg_scale)
         if prompt_steps < 0 or prompt_every < 1 or not prompt_lr > 0:
             raise ConfigError(f"P2L needs prompt_steps >= 0, prompt_every >= 1 and prompt_lr > 0; got {prompt_steps}, "
                               f"{prompt_every}, {prompt_lr}; set solver.prompt_steps/prompt_every/prompt_lr.")
@@ -99,6 +101,7 @@ class P2L(Solver):
                                   iters=self.cg_iters)
 
     def solve(self, prior, task, y, gens, cond=None):
+        cond = self.condition(prior.embed([""]) if cond is None else cond)
         z = self.initial_noise(prior, gens, y)
         base, c = self.initial_prompt(prior, cond, z.shape[0])
         c.requires_grad_(True)

@@ -31,7 +31,9 @@ class PSLD(Solver):
     name = "psld"
 
     def __init__(self, steps: int = 1000, omega: float = 1.0, gamma: float = 0.1, eta: float = 0.0,
-                 backprojection: str = "pinv", spacing: str = "leading"):
+                 backprojection: str = "pinv", spacing: str = "leading",
+                 cfg_scale: float | None = None):
+        self.set_cfg_scale(cfg_scale)
         if not (omega >= 0 and gamma >= 0):
             raise ConfigError(f"PSLD weights must be >= 0, got omega={omega}, gamma={gamma}; set solver.omega/gamma.")
         if not 0 <= eta <= 1:
@@ -54,6 +56,7 @@ class PSLD(Solver):
         return loss.sum()
 
     def solve(self, prior, task, y, gens, cond=None):
+        cond = self.condition(cond)
         z = self.initial_noise(prior, gens, y)
         for t, s in pairs(timesteps(prior.T, self.steps, self.spacing)):
             z = z.detach().requires_grad_(True)

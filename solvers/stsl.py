@@ -40,7 +40,9 @@ class STSL(Solver):
 
     def __init__(self, steps: int = 50, inner: int = 5, lam: float = 1.0, trace_weight: float = 0.02,
                  probe_scale: float = 1.0, data_norm: str = "squared", init: str = "forward",
-                 ddim_eps: str = "fresh", backprojection: str = "pinv", spacing: str = "leading"):
+                 ddim_eps: str = "fresh", backprojection: str = "pinv", spacing: str = "leading",
+                 cfg_scale: float | None = None):
+        self.set_cfg_scale(cfg_scale)
         for value, allowed, key in ((init, INITS, "init"), (data_norm, NORMS, "data_norm"), (ddim_eps, DDIM_EPS, "ddim_eps")):
             if value not in allowed:
                 raise ConfigError(f"STSL {key} must be one of {allowed}, not {value!r}; set solver.{key}.")
@@ -82,6 +84,7 @@ class STSL(Solver):
         return loss, eps
 
     def solve(self, prior, task, y, gens, cond=None):
+        cond = self.condition(cond)
         ts = timesteps(prior.T, self.steps, self.spacing)
         z = self.start(prior, task, y, gens, cond, ts)
         for t, s in pairs(ts):
