@@ -29,12 +29,16 @@ def require_condition(cond, prior, solver: str):
 class Solver:
     """A training-free solver. Subclasses set `name`, `needs` and implement `solve`.
 
-    Constructor arguments are the solver's parameters; they are recorded in every results row.
+    Constructor arguments are the solver's parameters; they are recorded in every results row. `needs` (a
+    property where it depends on the parameters) is the one statement of what the prior and task must
+    provide; `needs_because` may give, for a parameter-dependent need, the sentence that names its fix.
+    `check` adds only checks across objects that no capability expresses.
     """
 
     name = "solver"
     needs: frozenset = frozenset()
     edits = False  # True for editors: on task=edit they regenerate under the target prompt (checked before compute)
+    needs_because: dict = {}  # need -> the sentence (with {task} and {model}) when a parameter brings it
     cfg_scale: float | None = None  # this solver's classifier-free guidance scale; None: the model's
 
     def set_cfg_scale(self, cfg_scale):
@@ -49,17 +53,20 @@ class Solver:
         """The condition this solver runs with: `cond` carrying the solver's own CFG scale, if it has one."""
         if cond is None or self.cfg_scale is None:
             return cond
-        return {**cond, "scale": self.cfg_scale}
+        return cond.with_scale(self.cfg_scale)
 
     def check(self, prior, task):
         """Raise ConfigError, before any compute, if the prior and task cannot serve this solver."""
         missing = sorted(self.needs - (prior.provides | task.provides))
+        for m in missing:
+            if m in self.needs_because:
+                raise ConfigError(self.needs_because[m].format(task=task.name, model=prior.name))
         if missing:
             want = "; ".join(NEEDS_HELP.get(m, m) for m in missing)
             raise ConfigError(f"solver {self.name} needs {want}, which task={task.name} with model={prior.name} "
                               "does not provide; choose another task, model or solver.")
         if self.edits and "edit" in task.provides:  # an editor regenerates under task.target: the prior must take it
-            require_condition(prior.embed(task.target), prior, self.name)
+            require_condition(prior.embed([task.target]), prior, self.name)
 
     def solve(self, prior, task, y: torch.Tensor, gens, cond=None) -> torch.Tensor:
         """x̂ in image space, [-1,1]-scaled (not clipped); gens holds one generator per sample."""

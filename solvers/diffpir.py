@@ -43,8 +43,7 @@ class DiffPIR(Solver):
         for t, s_ in pairs(timesteps(prior.T, self.steps, self.spacing)):
             a_t, a_s = prior.abar(t, x), prior.abar(s_, x)
             _, x0 = prior.predict(x, t, cond)
-            a = prior.abar(t, flat)
-            rho = self.lam * sigma_n ** 2 * a / (1 - a)
+            rho = self.lam * sigma_n ** 2 / prior.sigma(t, flat) ** 2
             x0 = svd.V((s * uy + rho * svd.Vt(x0)) / (s ** 2 + rho))
             eps = eps_from_x0(x, x0, a_t)
             noise = randn(gens, x.shape[1:], dtype=x.dtype, device=x.device) if s_ >= 0 else torch.zeros_like(x)

@@ -82,7 +82,12 @@ class EDICT(Solver):
             raise ConfigError(f"EDICT mixing weight p must be in (0, 1], got {p}; set solver.p.")
         self.steps, self.p, self.leapfrog, self.spacing = int(steps), float(p), bool(leapfrog), spacing
         self.strength = float(strength)
-        self.top = inversion_top(self.steps, self.strength)
+        inversion_top(self.steps, self.strength)  # validates strength
+
+    @property
+    def top(self) -> int:
+        """The level an edit inverts to (derived from steps and strength; not a parameter of its own)."""
+        return inversion_top(self.steps, self.strength)
 
     def solve(self, prior, task, y, gens, cond=None):
         cond = self.condition(cond)

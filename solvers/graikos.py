@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from solvers.base import Solver
-from solvers.common import ddim_sigma, inf_norm, pairs, per_sample_norm, timesteps
+from solvers.common import ddim_sigma, inf_norm, loss_grad, pairs, residual, timesteps
 from tasks.errors import ConfigError
 from tasks.rng import randn
 
@@ -39,7 +39,8 @@ VARIANCES = ("code", "ddim")
 
 class Graikos(Solver):
     name = "graikos"
-    needs = frozenset({"latent"})
+    needs_because = {"mask": "solver graikos with direction=mask needs a mask task (inpainting), not task={task}; "
+                             "set solver.direction=decoder or auto."}
 
     def __init__(self, steps: int = 20, n_inner: int = 5, lr_start: float = 0.5, lr_end: float = 0.1,
                  h: float = 0.005, direction: str = "auto", variance: str = "code", spacing: str = "leading",
@@ -59,11 +60,9 @@ class Graikos(Solver):
             return "mask" if "mask" in task.provides else "decoder"
         return self.direction
 
-    def check(self, prior, task):
-        super().check(prior, task)
-        if self._direction(task) == "mask" and "mask" not in task.provides:
-            raise ConfigError(f"solver graikos with direction=mask needs a mask task (inpainting), not "
-                              f"task={task.name}; set solver.direction=decoder or auto.")
+    @property
+    def needs(self) -> frozenset:
+        return frozenset({"latent"} | ({"mask"} if self.direction == "mask" else set()))
 
     @staticmethod
     def latent_mask(task, y, prior):
@@ -76,9 +75,7 @@ class Graikos(Solver):
     @staticmethod
     def decoder_error(z0, task, y, prior):
         """−∇_{ẑ0} ‖y − A(D(ẑ0))‖₂ per sample, ∞-normalised (a decoder VJP; the UNet is not in the graph)."""
-        z0 = z0.detach().requires_grad_(True)
-        with torch.enable_grad():
-            (g,) = torch.autograd.grad(per_sample_norm(y - task.A(prior.decode(z0))).sum(), z0)
+        g = loss_grad(lambda v: residual(prior, task, y, v), z0)
         return -g / inf_norm(g).clamp_min(torch.finfo(g.dtype).tiny)
 
     def ancestral_std(self, prior, t, s, like):

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import torch
 
+from models.base import per_sample
 from solvers.base import Solver
 from solvers.common import conjugate_gradient, ddim_step, pairs, per_sample_norm, timesteps
 from tasks.errors import ConfigError
@@ -64,14 +65,9 @@ class P2L(Solver):
 
     # -- the prompt --------------------------------------------------------------------------------
     def initial_prompt(self, prior, cond, B: int):
-        """(condition without its `cond` rows, c [B, seq, dim]): one tunable row per sample."""
-        base = dict(prior.embed("") if cond is None else cond)
-        c = base.pop("cond")
-        if c.shape[0] != B:
-            if B % c.shape[0]:
-                raise ConfigError(f"{c.shape[0]} conditions cannot be spread over a batch of {B} samples.")
-            c = c.repeat_interleave(B // c.shape[0], dim=0)
-        return base, c.detach().clone()
+        """(the condition, c [B, seq, dim] its conditional rows): one tunable row per sample."""
+        base = prior.embed([""]) if cond is None else cond
+        return base, per_sample(base.cond, B).detach().clone()
 
     @staticmethod
     def residual(prior, task, y, z0):
@@ -80,7 +76,7 @@ class P2L(Solver):
 
     def prompt_loss(self, prior, task, y, z, t, base, c):
         """‖y − A D(ẑ0(z_t, c))‖² per sample, the objective of the prompt update (z_t held fixed)."""
-        _, z0 = prior.predict(z, t, {**base, "cond": c})
+        _, z0 = prior.predict(z, t, base.replace(cond=c))
         return self.residual(prior, task, y, z0).square()
 
     def tune_prompt(self, prior, task, y, z, t, base, c, opt):
@@ -116,7 +112,7 @@ class P2L(Solver):
             guided = self.scale > 0
             z = z.detach().requires_grad_(guided)
             with torch.set_grad_enabled(guided):
-                eps, z0 = prior.predict(z, t, {**base, "cond": c.detach()})
+                eps, z0 = prior.predict(z, t, base.replace(cond=c.detach()))
                 x_hat = prior.decode(z0) if guided or project else None
                 if guided:
                     (grad,) = torch.autograd.grad(per_sample_norm(y - task.A(x_hat)).sum(), z)

@@ -18,6 +18,8 @@ from tasks.errors import ConfigError
 
 class RestoreThenEdit(Solver):
     name = "restore_edit"
+    needs = frozenset({"edit"})
+    needs_because = {"edit": "solver restore_edit needs an edit task (e.g. task=edit_sr4), not task={task}."}
 
     def __init__(self, restore: Solver, edit: Solver):
         if not isinstance(restore, Solver) or not isinstance(edit, Solver):
@@ -29,8 +31,8 @@ class RestoreThenEdit(Solver):
         self.restore, self.edit = restore, edit
 
     def check(self, prior, task):
-        if "edit" not in task.provides:
-            raise ConfigError(f"solver restore_edit needs an edit task (e.g. task=edit_sr4), not task={task.name}.")
+        """Across objects: the restorer serves the edit task's degradation, the editor the clean image."""
+        super().check(prior, task)
         self.restore.check(prior, task)
         self.edit.check(prior, task.clean())
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 
 from solvers.base import Solver
-from solvers.common import backproject, check_backprojection, ddim_step, pairs, per_sample_norm, timesteps, x0_from_eps
+from solvers.common import backproject, check_backprojection, ddim_step, pairs, per_sample_norm, timesteps
 from solvers.ddim_inversion import invert
 from tasks.errors import ConfigError
 from tasks.rng import randn
@@ -97,5 +97,5 @@ class STSL(Solver):
                 z = (z - grad).detach()
             with torch.no_grad():
                 eps = prior.eps(z, t, cond) if self.ddim_eps == "fresh" else eps.detach()
-                z = ddim_step(z, eps, x0_from_eps(z, eps, a_t), a_t, a_s)
+                z = ddim_step(z, eps, None, a_t, a_s)
         return prior.decode(z)

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from harness.build import instantiate
+from models.base import Condition
 from tasks.errors import ConfigError
 
 
@@ -11,8 +12,8 @@ def test_cfg_scale_is_a_constructor_parameter_and_nested_solvers_use_their_own(m
                    world=None)
     solver = instantiate("solver", cfg.solver)
     assert solver.restore.cfg_scale == 1.0 and solver.edit.cfg_scale is None
-    cond = {"cond": torch.zeros(1, 1, 2), "uncond": torch.zeros(1, 1, 2)}
-    assert solver.restore.condition(cond)["scale"] == 1.0 and "scale" not in solver.edit.condition(cond)
+    cond = Condition(torch.zeros(1, 1, 2), torch.zeros(1, 1, 2))
+    assert solver.restore.condition(cond).scale == 1.0 and solver.edit.condition(cond).scale is None
     assert solver.describe()["restore"]["cfg_scale"] == 1.0 and "cfg_scale" not in solver.describe()["edit"]
 
 
@@ -21,3 +22,68 @@ def test_a_nested_solvers_error_names_the_key_path_a_user_types(make_cfg):
                    world=None)
     with pytest.raises(ConfigError, match=r"solver\.restore\.cfg_scale must be"):
         instantiate("solver", cfg.solver)
+
+
+# -- every solver config builds, and a solver's own config states its constructor's defaults -------------
+import inspect  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from hydra.utils import get_object  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+from harness.build import build_cell  # noqa: E402
+
+SOLVER_CONFIGS = sorted(p.stem for p in (Path(__file__).parents[1] / "conf" / "solver").glob("*.yaml"))
+
+
+def _world_overrides(solver, world):
+    """Model and task overrides that meet the solver's needs in this world (None: it cannot be served)."""
+    needs = solver.needs
+    if "exact" in needs and world != "gmm":
+        return None
+    model = {"gmm": "gmm_latent", None: "digits_latent"}[world] if "latent" in needs else {"gmm": "gmm", None: "digits"}[world]
+    task = "edit_sr4" if "edit" in needs else "inversion" if "identity" in needs else "inpaint_box"
+    if task == "edit_sr4" and world == "gmm":
+        return None  # the editors need a prompt-taking prior: the digits world's latent model
+    return [f"model={model}", f"task={task}"]
+
+
+def _defaults_match(node, group):
+    fn = get_object(node["_target_"])
+    params = inspect.signature(fn).parameters
+    for key, value in node.items():
+        if key == "_target_":
+            continue
+        if isinstance(value, dict) and "_target_" in value:
+            _defaults_match(value, f"{group}.{key}")
+            continue
+        default = params[key].default
+        if default is inspect.Parameter.empty:
+            continue
+        default = list(default) if isinstance(default, tuple) else default
+        if isinstance(default, dict) or default is None and isinstance(value, dict):
+            continue  # a dict parameter merges the config's keys into its own defaults
+        assert value == default, f"{group}.{key}: config says {value!r}, {fn.__name__}() defaults to {default!r}"
+
+
+@pytest.mark.parametrize("name", SOLVER_CONFIGS)
+def test_every_solver_config_builds_in_the_gmm_and_digits_worlds(make_cfg, name):
+    built = 0
+    for world in ("gmm", None):
+        solver = instantiate("solver", make_cfg(f"solver={name}", world=world).solver)
+        overrides = _world_overrides(solver, world)
+        if overrides is None:
+            continue
+        cell = build_cell(make_cfg(f"solver={name}", *overrides, world=world))  # includes solver.check
+        assert cell.solver.describe() == solver.describe()
+        built += 1
+    assert built >= 1, f"solver={name} could be built in neither world"
+
+
+@pytest.mark.parametrize("name", SOLVER_CONFIGS)
+def test_a_solvers_own_config_states_its_constructor_defaults(make_cfg, name):
+    node = OmegaConf.to_container(make_cfg(f"solver={name}").solver, resolve=True)
+    solver = instantiate("solver", node)
+    if solver.name != name:
+        pytest.skip(f"solver={name} is a variant of {solver.name} (its own choices, on purpose)")
+    _defaults_match(node, "solver")

@@ -88,9 +88,9 @@ def test_text_prior_shapes_schedule_and_record(sd_dir):
     assert torch.allclose(prior.alphas_cumprod, torch.cumprod(1 - sd_betas, 0), rtol=0, atol=1e-12)
     rec = prior.describe()
     assert rec["conditioning"] == "text" and rec["guidance_scale"] == 3.0 and rec["dtype"] == "float32"
-    c = prior.embed("a cat")
-    assert c["cond"].shape == c["uncond"].shape == (1, SEQ, DIM)
-    assert not torch.allclose(c["cond"], c["uncond"])
+    c = prior.embed(["a cat"])
+    assert c.cond.shape == c.uncond.shape == (1, SEQ, DIM)
+    assert not torch.allclose(c.cond, c.uncond)
 
 
 def test_cfg_is_one_batched_call_counted_twice(sd_dir):
@@ -102,9 +102,9 @@ def test_cfg_is_one_batched_call_counted_twice(sd_dir):
     out = prior.eps(x, t, cond)
     assert calls == [8] and prior.cost.nfe == 8
     with torch.no_grad():  # the guided ε against two separate conditional / unconditional evaluations
-        h = cond["cond"].repeat_interleave(2, 0)
+        h = cond.cond.repeat_interleave(2, 0)
         e_c = prior.unet(x, t, encoder_hidden_states=h).sample
-        e_u = prior.unet(x, t, encoder_hidden_states=cond["uncond"].expand(4, -1, -1)).sample
+        e_u = prior.unet(x, t, encoder_hidden_states=cond.uncond.expand(4, -1, -1)).sample
     assert torch.allclose(out, e_u + 3.0 * (e_c - e_u), atol=1e-5)
 
 
@@ -112,7 +112,7 @@ def test_ddim_in_latent_space_with_cfg(sd_dir):
     prior = LatentPrior(str(sd_dir), guidance_scale=2.0)
     n, steps = 2, 3
     y = torch.zeros(n, 3, 16, 16)
-    x = DDIM(steps=steps).solve(prior, None, y, generators(range(n), "ddim"), cond=prior.embed("a cat"))
+    x = DDIM(steps=steps).solve(prior, None, y, generators(range(n), "ddim"), cond=prior.embed(["a cat"]))
     assert x.shape == (n, 3, 16, 16) and torch.isfinite(x).all()
     assert prior.cost.nfe == 2 * steps * n and prior.cost.decode == n and prior.cost.vjp == 0
     prior.cost.reset()
@@ -140,18 +140,18 @@ def test_class_embedding_prior(class_dir):
     assert prior.describe()["conditioning"] == "class" and prior.text_encoder is None
     c = prior.embed(["3", "7"])
     table = prior.class_embeddings
-    assert torch.equal(c["cond"], table[[3, 7]]) and torch.equal(c["uncond"], table[[10]])
-    assert torch.equal(prior.embed("")["cond"], table[[10]])
+    assert torch.equal(c.cond, table[[3, 7]]) and torch.equal(c.uncond, table[[10]])
+    assert torch.equal(prior.embed([""]).cond, table[[10]])
     x = DDIM(steps=2).solve(prior, None, torch.zeros(2, 3, 16, 16), generators(range(2), "c"), cond=c)
     assert x.shape == (2, 3, 16, 16) and prior.cost.nfe == 2 * 2 * 2
     with pytest.raises(ConfigError, match="not one of the 10 classes"):
-        prior.embed("12")
+        prior.embed(["12"])
 
 
 def test_half_dtype_and_layout_errors(class_dir, tmp_path):
     prior = LatentPrior(str(class_dir), dtype="bfloat16")
     assert next(prior.unet.parameters()).dtype == torch.bfloat16
-    eps = prior.eps(torch.randn(2, 4, 8, 8), 500, prior.embed("1"))
+    eps = prior.eps(torch.randn(2, 4, 8, 8), 500, prior.embed(["1"]))
     assert eps.dtype == torch.float32 and torch.isfinite(eps).all()
     vae, unet, sched = tiny_parts()
     save_parts(tmp_path, vae, unet, sched)

@@ -203,7 +203,7 @@ def test_stsl_probe_term_is_the_hutchinson_quadratic_form(latent64):
     solver = STSL(lam=0.0, trace_weight=float(d), probe_scale=1e-6)
     got, _ = solver.loss(z, t, bound, y, latent64, generators(range(2), "h"), None)
     xi = randn(generators(range(2), "h"), (4, 8, 8), dtype=torch.float64)
-    h = latent64.embed("")["uncond"].double().expand(2, -1, -1)
+    h = latent64.embed([""]).uncond.double().expand(2, -1, -1)
     sd = (1 - latent64.alphas_cumprod[t]).sqrt()
     score = lambda x: -latent64.unet(x, torch.full((2,), t), encoder_hidden_states=h).sample / sd  # noqa: E731
     zg = z.clone().requires_grad_(True)

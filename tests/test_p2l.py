@@ -49,7 +49,7 @@ def test_cfg_doubles_nfes_not_vjps(tiny_text_prior):
     cond = tiny_text_prior.embed(["a cat", "a dog"])
     _, c = run(P2L(steps=S, prompt_steps=K, proj_every=0), tiny_text_prior, "sr", cond=cond)  # model scale 3.0
     assert c["nfe"] == 2 * S * (K + 1) and c["vjp"] == S * (K + 1)
-    _, c = run(P2L(steps=S, prompt_steps=K, proj_every=0), tiny_text_prior, "sr", cond={**cond, "scale": 1.0})
+    _, c = run(P2L(steps=S, prompt_steps=K, proj_every=0), tiny_text_prior, "sr", cond=cond.with_scale(1.0))
     assert c["nfe"] == S * (K + 1)
 
 
@@ -68,7 +68,7 @@ def test_prompt_update_lowers_the_measurement_loss(latent, cond_of):
     with torch.no_grad():
         after = solver.prompt_loss(latent, bound, y, z, 600, base, c)
     assert (after < before).all(), (before, after)
-    assert not torch.equal(c.detach(), c0) and torch.equal(base["uncond"], latent.embed("")["uncond"])
+    assert not torch.equal(c.detach(), c0) and torch.equal(base.uncond, latent.embed([""]).uncond)
 
 
 def test_one_embedding_row_per_sample(latent):
@@ -76,7 +76,7 @@ def test_one_embedding_row_per_sample(latent):
     base, c = P2L().initial_prompt(latent, latent.embed(["3", "7"]), 4)
     assert c.shape[0] == 4 and torch.equal(c[0], c[1]) and torch.equal(c[2], c[3]) and not torch.equal(c[1], c[2])
     _, c = P2L().initial_prompt(latent, None, 3)  # unconditional: the null-text embedding
-    assert torch.equal(c, latent.embed("")["cond"].expand(3, -1, -1))
+    assert torch.equal(c, latent.embed([""]).cond.expand(3, -1, -1))
     with pytest.raises(ConfigError, match="conditions"):
         P2L().initial_prompt(latent, latent.embed(["1", "2"]), 3)
 
