@@ -38,7 +38,9 @@ SOLVER_CONFIGS = sorted(p.stem for p in (Path(__file__).parents[1] / "conf" / "s
 
 def _world_overrides(solver, world):
     """Model and task overrides that meet the solver's needs in this world (None: it cannot be served)."""
-    needs = solver.needs
+    from solvers.base import Solver
+
+    needs = solver.needs | {n for part in vars(solver).values() if isinstance(part, Solver) for n in part.needs}
     if "exact" in needs and world != "gmm":
         return None
     model = {"gmm": "gmm_latent", None: "digits_latent"}[world] if "latent" in needs else {"gmm": "gmm", None: "digits"}[world]

@@ -1,5 +1,4 @@
 """LatentPrior on tiny random Stable-Diffusion-layout directories (CLIP text, or class-embedding table)."""
-import json
 
 import pytest
 import torch
@@ -8,71 +7,7 @@ from models.latent import LatentPrior
 from solvers.ddim import DDIM
 from tasks.errors import ConfigError
 from tasks.rng import generators
-
-DIM, SEQ = 16, 8
-
-
-def tiny_parts(seed=0):
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-
-    torch.manual_seed(seed)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
-                        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), latent_channels=4,
-                        norm_num_groups=4, layers_per_block=1, sample_size=16, scaling_factor=0.5)
-    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
-                                block_out_channels=(8, 16), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=DIM,
-                                norm_num_groups=4, attention_head_dim=4)
-    sched = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)  # SD's schedule
-    return vae, unet, sched
-
-
-def save_parts(d, vae, unet, sched):
-    vae.save_pretrained(d / "vae")
-    unet.save_pretrained(d / "unet")
-    sched.save_config(d / "scheduler")
-
-
-def tiny_clip(d):
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    chars = [chr(c) for c in range(33, 127)]  # printable ASCII, as words' inner and final (</w>) symbols
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, **{c: 2 + i for i, c in enumerate(chars)},
-             **{c + "</w>": 2 + len(chars) + i for i, c in enumerate(chars)}}
-    (d / "bpe").mkdir()
-    (d / "bpe" / "vocab.json").write_text(json.dumps(vocab))
-    (d / "bpe" / "merges.txt").write_text("#version: 0.2\n")
-    CLIPTokenizer(str(d / "bpe" / "vocab.json"), str(d / "bpe" / "merges.txt"),
-                  model_max_length=SEQ).save_pretrained(d / "tokenizer")
-    torch.manual_seed(1)
-    CLIPTextModel(CLIPTextConfig(vocab_size=len(vocab), hidden_size=DIM, intermediate_size=32, num_hidden_layers=1,
-                                 num_attention_heads=2, max_position_embeddings=SEQ, bos_token_id=0, eos_token_id=1,
-                                 pad_token_id=1)).save_pretrained(d / "text_encoder")
-
-
-@pytest.fixture(scope="module")
-def sd_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("sd")
-    save_parts(d, *tiny_parts())
-    tiny_clip(d)
-    return d
-
-
-@pytest.fixture(scope="module")
-def tiny_text_prior(sd_dir):
-    """The tiny text-to-image pipeline as a LatentPrior with CFG 3 (2 NFE per guided evaluation)."""
-    return LatentPrior(str(sd_dir), name="tiny_sd", guidance_scale=3.0)
-
-
-def save_class_latent(d, seed):
-    """A tiny latent prior conditioned on an 11-row class-embedding table (the digits-latent layout)."""
-    from safetensors.torch import save_file
-
-    save_parts(d, *tiny_parts(seed=seed))
-    (d / "class_embedding").mkdir()
-    save_file({"embeddings": torch.randn(11, 4, DIM, generator=torch.Generator().manual_seed(0))},
-              str(d / "class_embedding" / "embeddings.safetensors"))
-    return d
+from tests.latent_world import DIM, SEQ, save_class_latent, save_parts, tiny_parts
 
 
 @pytest.fixture(scope="module")

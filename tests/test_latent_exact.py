@@ -32,7 +32,8 @@ from solvers.psld import PSLD
 from solvers.resample import ReSample
 from solvers.stsl import STSL
 from tasks.rng import generators
-from tests.test_pixel_solvers import TASKS, baseline, measured, posterior_err
+from tests.helpers import measured
+from tests.pixel_world import TASKS, baseline, posterior_err
 
 
 @pytest.fixture(scope="module")
