@@ -279,3 +279,7 @@ def inversion_top(steps: int, strength: float) -> int:
     if not 0 < strength <= 1:
         raise ConfigError(f"strength must be in (0, 1], got {strength}; set solver.strength.")
     return max(1, round(strength * steps))
+
+
+inversion_level = property(lambda self: inversion_top(self.steps, self.strength),
+                           doc="The level an edit inverts to, derived from the solver's steps and strength.")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from solvers.base import Solver
-from solvers.common import ddim_step, edit_target, inversion_top, levels
+from solvers.common import ddim_step, edit_target, inversion_level, inversion_top, levels
 
 
 @torch.no_grad()
@@ -52,10 +52,7 @@ class DDIMInversion(Solver):
         self.steps, self.strength, self.spacing = int(steps), float(strength), spacing
         inversion_top(self.steps, self.strength)  # validates strength
 
-    @property
-    def top(self) -> int:
-        """The level an edit inverts to (derived from steps and strength; not a parameter of its own)."""
-        return inversion_top(self.steps, self.strength)
+    top = inversion_level  # derived from steps and strength, so not recorded as a parameter
 
     def solve(self, prior, task, y, gens, cond=None):
         cond = self.condition(cond)

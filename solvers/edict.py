@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from solvers.base import Solver
-from solvers.common import edit_target, inversion_top, levels
+from solvers.common import edit_target, inversion_level, inversion_top, levels
 from tasks.errors import ConfigError
 
 
@@ -84,10 +84,7 @@ class EDICT(Solver):
         self.strength = float(strength)
         inversion_top(self.steps, self.strength)  # validates strength
 
-    @property
-    def top(self) -> int:
-        """The level an edit inverts to (derived from steps and strength; not a parameter of its own)."""
-        return inversion_top(self.steps, self.strength)
+    top = inversion_level  # derived from steps and strength, so not recorded as a parameter
 
     def solve(self, prior, task, y, gens, cond=None):
         cond = self.condition(cond)
