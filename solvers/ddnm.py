@@ -20,9 +20,8 @@ from __future__ import annotations
 import torch
 
 from solvers.base import Solver
-from solvers.common import pairs, renoise, safe_div, svd_coefficients, time_travel, timesteps
+from solvers.common import pairs, renoise, safe_div, sample_noise, svd_coefficients, time_travel, timesteps
 from tasks.errors import ConfigError
-from tasks.rng import randn
 
 
 class DDNM(Solver):
@@ -66,7 +65,7 @@ class DDNM(Solver):
         walk = time_travel(pairs(timesteps(prior.T, self.steps, self.spacing)), self.travel_length, self.travel_repeat)
         for t, s_ in walk:
             a_t, a_s = prior.abar(t, x), prior.abar(s_, x)
-            noise = randn(gens, x.shape[1:], dtype=x.dtype, device=x.device)
+            noise = sample_noise(gens, x)
             if s_ > t:  # time travel: back to the noisier level
                 x = renoise(x, a_t, a_s, noise)
                 continue

@@ -29,9 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from solvers.base import Solver
-from solvers.common import ddim_sigma, inf_norm, loss_grad, pairs, residual, timesteps
+from solvers.common import ddim_sigma, inf_norm, loss_grad, pairs, residual, sample_noise, timesteps
 from tasks.errors import ConfigError
-from tasks.rng import randn
 
 DIRECTIONS = ("auto", "mask", "decoder")
 VARIANCES = ("code", "ddim")
@@ -106,5 +105,5 @@ class Graikos(Solver):
             std = self.ancestral_std(prior, t, s, z)
             z = a_s.sqrt() * z0 + (1 - a_s - std ** 2).clamp_min(0).sqrt() * eps
             if s >= 0:
-                z = z + std * randn(gens, z.shape[1:], dtype=z.dtype, device=z.device)
+                z = z + std * sample_noise(gens, z)
         return prior.decode(z0)

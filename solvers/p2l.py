@@ -31,9 +31,8 @@ import torch
 
 from models.base import per_sample
 from solvers.base import Solver
-from solvers.common import conjugate_gradient, ddim_step, pairs, per_sample_norm, timesteps
+from solvers.common import conjugate_gradient, ddim_step, pairs, per_sample_norm, residual, sample_noise, timesteps
 from tasks.errors import ConfigError
-from tasks.rng import randn
 
 
 class P2L(Solver):
@@ -72,7 +71,7 @@ class P2L(Solver):
     @staticmethod
     def residual(prior, task, y, z0):
         """‖y − A D(ẑ0)‖ per sample."""
-        return per_sample_norm(y - task.A(prior.decode(z0)))
+        return residual(prior, task, y, z0)
 
     def prompt_loss(self, prior, task, y, z, t, base, c):
         """‖y − A D(ẑ0(z_t, c))‖² per sample, the objective of the prompt update (z_t held fixed)."""
@@ -120,7 +119,7 @@ class P2L(Solver):
                 eps, z0 = eps.detach(), z0.detach()
                 if project:
                     z0 = prior.encode(self.prox(task, y, x_hat.detach()))
-                noise = randn(gens, z.shape[1:], dtype=z.dtype, device=z.device) if self.eta > 0 and s >= 0 else None
+                noise = sample_noise(gens, z) if self.eta > 0 and s >= 0 else None
                 z = ddim_step(z.detach(), eps, z0, a_t, a_s, self.eta, noise)
                 if guided:
                     z = z - self.scale * grad

@@ -28,9 +28,9 @@ from __future__ import annotations
 import torch
 
 from solvers.base import Solver
-from solvers.common import conjugate_gradient, ddim_step, eps_from_x0, pairs, safe_div, svd_coefficients, timesteps
+from solvers.common import (conjugate_gradient, ddim_step, eps_from_x0, pairs, safe_div, sample_noise, svd_coefficients,
+                            timesteps)
 from tasks.errors import ConfigError
-from tasks.rng import randn
 
 INVERSES = ("auto", "svd", "cg")
 
@@ -90,6 +90,6 @@ class PiGDM(Solver):
                 if self.clip_x0 and not prior.is_latent:
                     x0 = x0.clamp(-1, 1)
                 eps = eps_from_x0(x, x0, a_t)
-                noise = randn(gens, x.shape[1:], dtype=x.dtype, device=x.device) if self.eta > 0 and s_ >= 0 else None
+                noise = sample_noise(gens, x) if self.eta > 0 and s_ >= 0 else None
                 x = ddim_step(x, eps, x0, a_t, a_s, self.eta, noise)
         return prior.decode(x)

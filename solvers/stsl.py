@@ -25,10 +25,10 @@ from __future__ import annotations
 import torch
 
 from solvers.base import Solver
-from solvers.common import backproject, check_backprojection, ddim_step, pairs, per_sample_norm, timesteps
+from solvers.common import (backproject, check_backprojection, ddim_step, pairs, residual,
+                            sample_noise, timesteps)
 from solvers.ddim_inversion import invert
 from tasks.errors import ConfigError
-from tasks.rng import randn
 
 INITS = ("forward", "inversion", "noise")
 NORMS = ("squared", "plain")
@@ -68,16 +68,16 @@ class STSL(Solver):
             if self.init == "inversion":
                 return invert(prior, z0, cond, self.steps, self.spacing)
             a = prior.abar(ts[0], z0)
-            return a.sqrt() * z0 + (1 - a).sqrt() * randn(gens, z0.shape[1:], dtype=z0.dtype, device=z0.device)
+            return a.sqrt() * z0 + (1 - a).sqrt() * sample_noise(gens, z0)
 
     def loss(self, z, t, task, y, prior, gens, cond):
         """The surrogate loss per sample, and the ε̂ of this evaluation."""
         eps, z0 = prior.predict(z, t, cond)
-        r = per_sample_norm(y - task.A(prior.decode(z0)))
+        r = residual(prior, task, y, z0)
         loss = self.lam * (r.square() if self.data_norm == "squared" else r)
         if self.trace_weight > 0:
             c, sd = self.probe_scale, (1 - prior.abar(t, z)).sqrt()
-            probe = c * randn(gens, z.shape[1:], dtype=z.dtype, device=z.device)
+            probe = c * sample_noise(gens, z)
             ds = -(prior.eps(z + probe, t, cond) - eps) / sd  # s(z + ε) − s(z)
             trace = (probe * ds).flatten(1).sum(1) / c ** 2
             loss = loss + self.trace_weight / z[0].numel() * trace

@@ -89,3 +89,46 @@ def test_a_solvers_own_config_states_its_constructor_defaults(make_cfg, name):
     if solver.name != name:
         pytest.skip(f"solver={name} is a variant of {solver.name} (its own choices, on purpose)")
     _defaults_match(node, "solver")
+
+
+# -- requirements are stated once, in needs ----------------------------------------------------------------
+def test_parameter_dependent_requirements_are_needs():
+    from solvers.ddnm import DDNM
+    from solvers.graikos import Graikos
+    from solvers.pigdm import PiGDM
+    from solvers.reddiff import REDDiff
+
+    assert "svd" in DDNM(plus=True).needs and "svd" not in DDNM().needs
+    assert "linear" in REDDiff(init="pinv").needs and "linear" not in REDDiff(init="zeros").needs
+    assert "mask" in Graikos(direction="mask").needs and "mask" not in Graikos().needs
+    assert "svd" in PiGDM(inverse="svd").needs and "svd" not in PiGDM(inverse="auto").needs
+
+
+# -- the prior's VE / denoiser view ------------------------------------------------------------------------
+def test_the_prior_exposes_the_ve_view_once(prior):
+    a = prior.alphas_cumprod
+    assert prior.sigmas == ((1 - a) / a).sqrt().tolist()
+    assert all(prior.sigma_to_t(prior.sigmas[k]) == k for k in (0, 17, 500, 999))
+    x = torch.randn(2, *prior.state_shape, dtype=torch.float64)
+    torch.testing.assert_close(prior.sigma(300, x).flatten(), torch.full((1,), prior.sigmas[300], dtype=torch.float64))
+    assert float(prior.sigma(-1, x)) == 0.0
+    torch.testing.assert_close(prior.denoise(x, 300), prior.x0(prior.abar(300, x).sqrt() * x, 300))
+
+
+# -- each distinct prompt is encoded once --------------------------------------------------------------------
+def test_each_distinct_prompt_is_encoded_once(tiny_text_prior):
+    from solvers.ddim import DDIM
+    from tasks.rng import generators
+
+    calls = []
+    hook = tiny_text_prior.text_encoder.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    try:
+        tiny_text_prior._null.clear()
+        y = torch.zeros(2, *tiny_text_prior.image_shape)
+        DDIM(steps=3).solve(tiny_text_prior, None, y, generators(range(2), "u"), None)  # unconditional: 3 UNet calls
+        assert calls == [1]  # the null prompt, once
+        calls.clear()
+        cond = tiny_text_prior.embed(["a cat", "a cat", "a dog", "a dog"])
+        assert calls == [2] and torch.equal(cond.cond[0], cond.cond[1]) and not torch.equal(cond.cond[1], cond.cond[2])
+    finally:
+        hook.remove()
