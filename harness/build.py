@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import inspect
-import re
 from dataclasses import dataclass
 
 import torch
 from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
+from solvers.base import at_key_path
 from tasks.errors import ConfigError
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -50,8 +50,7 @@ def instantiate(group: str, node, **extra):
     except ConfigError as e:
         if "." not in group:
             raise
-        # a nested solver: its messages name the key path the user types (solver.restore.X, not solver.X)
-        raise ConfigError(re.sub(r"\bsolver\.(?=[a-z_])", f"{group}.", str(e))) from None
+        raise at_key_path(e, group) from None  # a nested solver's messages name solver.restore.X, not solver.X
 
 
 def resolve_device(name: str) -> torch.device:

@@ -1,6 +1,8 @@
 """The solver interface: declared needs, checked before any compute, and `solve`."""
 from __future__ import annotations
 
+import re
+
 import torch
 
 from tasks.errors import ConfigError
@@ -16,6 +18,11 @@ NEEDS_HELP = {
     "mask": "a mask task (inpainting, e.g. task=inpaint_box)",
     "identity": "the image itself as y (task=inversion or task=edit; to edit a corrupted image use solver=restore_edit)",
 }
+
+
+def at_key_path(error: ConfigError, path: str) -> ConfigError:
+    """The error of a nested solver, its "solver.X" keys renamed to the path a user types (solver.restore.X)."""
+    return ConfigError(re.sub(r"\bsolver\.(?=[a-z_])", f"{path}.", str(error)))
 
 
 def require_condition(cond, prior, solver: str):

@@ -12,7 +12,7 @@ Cost = the restorer's + the editor's, both counted by the prior.
 """
 from __future__ import annotations
 
-from solvers.base import Solver
+from solvers.base import Solver, at_key_path
 from tasks.errors import ConfigError
 
 
@@ -33,8 +33,11 @@ class RestoreThenEdit(Solver):
     def check(self, prior, task):
         """Across objects: the restorer serves the edit task's degradation, the editor the clean image."""
         super().check(prior, task)
-        self.restore.check(prior, task)
-        self.edit.check(prior, task.clean())
+        for key, part, seen in (("restore", self.restore, task), ("edit", self.edit, task.clean())):
+            try:
+                part.check(prior, seen)
+            except ConfigError as e:
+                raise at_key_path(e, f"solver.{key}") from None
 
     def describe(self) -> dict:
         return {"restore": {"name": self.restore.name, **self.restore.describe()},
