@@ -217,7 +217,7 @@ def conjugate_gradient(op, b, iters: int = 50, tol: float = 1e-6):
     shape = (-1, *([1] * (b.dim() - 1)))
     for _ in range(iters):
         active = rr > stop
-        if not active.any():
+        if not active.any():  # the one host sync per iteration: the early stop is the algorithm's decision
             break
         q = op(p)
         pq = (p * q).flatten(1).sum(1)

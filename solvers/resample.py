@@ -137,7 +137,7 @@ class ReSample(Solver):
             if window and it >= window:
                 stop = stop | (history[it - window] < full)
             active = active & ~stop
-            if not active.any():
+            if not active.any():  # the one host sync per iteration: the code's early stop is a decision
                 break
         return var.detach()
 
