@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from harness.cli import compose  # noqa: E402
 from harness.build import build_cell  # noqa: E402
-from harness.runner import score_image  # noqa: E402
+from harness.scoring import score_image  # noqa: E402
 from metrics import fid as fidlib  # noqa: E402
 from metrics.lpips import LPIPS  # noqa: E402
 from tasks.rng import generator  # noqa: E402

@@ -9,6 +9,7 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
 from harness.validate import check_config
+from solvers.base import at_key_path
 from tasks.errors import ConfigError
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -27,16 +28,12 @@ class Cell:
 
 def instantiate(group: str, node, **extra):
     """Call node._target_ with its keys; unknown parameters become one clear sentence. Nested nodes with
-    a `_target_` (a solver made of solvers) are built first. A solver's `cfg_scale` (its own classifier-free
-    guidance scale, null = the model's) is kept by the harness and set on the solver, not passed to it."""
+    a `_target_` (a solver made of solvers) are built first."""
     spec = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
     solver = group.startswith("solver")
     for key, value in list(spec.items()):
         if solver and isinstance(value, dict) and "_target_" in value:
             spec[key] = instantiate(f"{group}.{key}", value)
-    cfg_scale = spec.pop("cfg_scale", None) if solver else None
-    if cfg_scale is not None and not (isinstance(cfg_scale, (int, float)) and cfg_scale >= 0):
-        raise ConfigError(f"{group}.cfg_scale must be a number >= 0 or null (the model's scale), got {cfg_scale!r}.")
     target = spec.pop("_target_", None)
     if target is None:
         raise ConfigError(f"conf/{group} entry has no _target_; every {group} config names the class it builds.")
@@ -48,10 +45,12 @@ def instantiate(group: str, node, **extra):
             known = sorted(k for k in params if k not in extra and k != "self")
             raise ConfigError(f"{group} {target.rsplit('.', 1)[-1]} has no parameter {', '.join(unknown)}; "
                               f"its parameters are: {', '.join(known)}.")
-    obj = fn(**spec, **extra)
-    if cfg_scale is not None:
-        obj.cfg_scale = float(cfg_scale)
-    return obj
+    try:
+        return fn(**spec, **extra)
+    except ConfigError as e:
+        if "." not in group:
+            raise
+        raise at_key_path(e, group) from None  # a nested solver's messages name solver.restore.X, not solver.X
 
 
 def resolve_device(name: str) -> torch.device:

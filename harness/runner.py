@@ -4,12 +4,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import resource
 import time
 from datetime import datetime, timezone
 
-import numpy as np
 import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -20,18 +18,13 @@ from harness.cache import MeasurementCache
 from harness.grid import save_grid
 from harness.loggers import check_logger, log_run
 from harness.records import RunDir, atomic_write_csv, check_leaderboard, git_commit, upsert_leaderboard
+from harness.scoring import Scorer, condition, score_image, set_metrics
 from harness.validate import check_cell
-from metrics import edit as editlib
-from metrics import fid as fidlib
-from metrics.image import psnr, ssim
-from metrics.lpips import LPIPS
-from metrics.posterior import posterior_metrics
 from tasks.errors import ConfigError
 from tasks.rng import generator
 
 PER_SAMPLE = ("psnr", "ssim", "lpips_vgg", "lpips_alex", "target_acc", "target_prob")
 SUMMARY_STD = (*PER_SAMPLE, "psnr_best", *(f"{m}_bestpsnr" for m in PER_SAMPLE[1:]), "sw2", "mean_err")
-SET_METRICS = ("fid", "kid")
 
 
 # What only says where results go and how fast they are made: outside a cell's identity (README "What
@@ -164,18 +157,6 @@ def run_prompts(cfg: DictConfig, captions: list) -> list:
     return [None if mode is None else str(mode)] * len(captions)
 
 
-def condition(prior, solver, prompts: list, n_samples: int):
-    """The prior's condition for a batch (each prompt repeated for its samples; None if no image has one),
-    carrying the solver's own CFG scale (`solver.cfg_scale`) when its config sets one."""
-    if all(p is None for p in prompts):
-        return None
-    cond = prior.embed([p for p in prompts for _ in range(n_samples)])
-    scale = getattr(solver, "cfg_scale", None)
-    if cond is not None and scale is not None:
-        cond = {**cond, "scale": float(scale)}
-    return cond
-
-
 def _exact_metrics_apply(cfg, cell) -> bool:
     mode = str(cfg.metrics.posterior).lower()
     if mode not in ("auto", "true", "false"):
@@ -187,78 +168,13 @@ def _exact_metrics_apply(cfg, cell) -> bool:
     return ok and mode != "false"
 
 
-class Scorer:
-    """The metrics of a cell, validated (names, weight files) and loaded before any compute."""
-
-    def __init__(self, cfg: DictConfig, cell: Cell):
-        m = cfg.metrics
-        self.lpips = (LPIPS(list(m.lpips), cell.device, bool(m.lpips_random_backbone), int(m.lpips_min_size))
-                      if m.get("lpips") else None)
-        self.set = [str(k) for k in (m.get("set") or [])]
-        unknown = sorted(set(self.set) - set(SET_METRICS))
-        if unknown:
-            raise ConfigError(f"unknown per-set metric {', '.join(unknown)}; metrics.set takes any of {list(SET_METRICS)}.")
-        if self.set:
-            self.features, self.mode = str(m.fid_features), str(m.fid_mode)
-            fidlib.check_features(self.features, self.mode)
-            self.reference = str(m.fid_reference)
-            self.reference_file = fidlib.reference_path(cfg.run.cache, self.reference)
-            self.kid_args = (int(m.kid_subsets), int(m.kid_subset_size))
-        self.device = cell.device
-        self.edit = None
-        if m.get("edit_classifier") and "edit" in cell.task.provides:  # target-class accuracy of edits
-            self.edit = (editlib.load_classifier(m.edit_classifier), editlib.target_index(cell.task.target),
-                         str(m.edit_classifier))
-
-    def per_sample(self, x_hat: torch.Tensor, x: torch.Tensor) -> list[dict]:
-        """Network metrics of every sample, batched: x_hat [B,N,C,H,W], x [B,C,H,W] -> per image {name: [N]}."""
-        B, N = x_hat.shape[:2]
-        flat = torch.nan_to_num(x_hat.flatten(0, 1))  # diverged images are marked by score_image
-        vals = {}
-        if self.lpips is not None:
-            vals.update(self.lpips(flat, x.repeat_interleave(N, 0)))
-        if self.edit is not None:
-            vals.update(editlib.edit_scores(self.edit[0], flat.to(self.device), self.edit[1]))
-        return [{k: v.reshape(B, N)[j].cpu() for k, v in vals.items()} for j in range(B)]
-
-    def describe(self) -> dict:
-        out = {}
-        if self.lpips is not None:
-            out["lpips_min_size"] = self.lpips.min_size
-        if self.set:
-            out.update(fid_mode=self.mode, fid_features=self.features, fid_reference=self.reference)
-        if self.edit is not None:
-            out["edit_classifier"] = self.edit[2]
-        return out
-
-
-def score_image(x_hat: torch.Tensor, x: torch.Tensor, posterior=None, image_id=None, n_ref=2048,
-                per_sample: dict | None = None) -> dict:
-    """Metrics of one image from its N reconstructions x_hat [N,C,H,W] and truth x [C,H,W]: the mean over
-    samples, their std (`*_std_samples`), and best-of-N by PSNR (`psnr_best`; `*_bestpsnr` for the other
-    metrics of that same sample). `per_sample` adds metrics computed elsewhere ({name: [N]}, e.g. LPIPS)."""
-    if not torch.isfinite(x_hat).all():
-        return {"status": "diverged"}
-    p, s = psnr(x_hat, x.expand_as(x_hat)), ssim(x_hat, x.expand_as(x_hat))
-    spread = lambda v: float(v.std()) if len(v) > 1 else 0.0  # noqa: E731 - over this image's N samples
-    best = int(p.argmax())
-    row = {"status": "ok", "psnr": float(p.mean()), "psnr_std_samples": spread(p), "psnr_best": float(p[best]),
-           "best_sample": best, "ssim": float(s.mean()), "ssim_std_samples": spread(s), "ssim_bestpsnr": float(s[best])}
-    for name, v in (per_sample or {}).items():
-        v = v.float()
-        row.update({name: float(v.mean()), f"{name}_std_samples": spread(v), f"{name}_bestpsnr": float(v[best])})
-    if posterior is not None:
-        row.update(posterior_metrics(x_hat, posterior, image_id, n_ref=n_ref))
-    return row
-
-
 def run_cell(cfg: DictConfig, *, after_batch=None) -> dict:
     """Run (or resume) one cell; return its summary row. `after_batch(k)` is a test hook."""
     check_leaderboard(cfg.run.leaderboard)  # an unreadable leaderboard is found now, not after the compute
     cell = build_cell(cfg)  # first: harness.validate.check_config, then the objects, before any file
     exact = _exact_metrics_apply(cfg, cell)
     check_logger(cfg)
-    check_cell(cfg, cell)  # a prompt the prior cannot take, steps beyond its schedule: before any file
+    check_cell(cfg, cell)  # a prompt (or null) the prior cannot take, steps beyond its schedule: before any file
     scorer = Scorer(cfg, cell)
     name = run_name(cfg, cell)
     rd = RunDir(cfg.run.root, name)
@@ -283,7 +199,7 @@ def run_cell(cfg: DictConfig, *, after_batch=None) -> dict:
         y_n = y.repeat_interleave(N, 0).to(cell.device, cell.dtype)
         gens = [generator(seed, "solver", i, r, device=cell.device) for i in ids for r in range(N)]
         prompts = run_prompts(cfg, captions)
-        cond = condition(prior, solver, prompts, N)
+        cond = condition(prior, prompts, N)
 
         prior.cost.reset()
         if cell.device.type == "cuda":
@@ -316,31 +232,6 @@ def run_cell(cfg: DictConfig, *, after_batch=None) -> dict:
             after_batch(k)
     bar.close()
     return finish(cfg, cell, rd, protocol, cache, time.perf_counter() - t_start, scorer)
-
-
-def set_metrics(cfg, cell, rd: RunDir, df: pd.DataFrame, scorer: Scorer) -> dict:
-    """FID/KID of the first reconstruction of every finished, non-diverged image against the reference."""
-    recon = rd.reconstructions()
-    ids = [i for i in cell.dataset.ids if str(i) in recon]
-    ok = set(df.loc[df["status"] == "ok", "image_id"]) if len(df) else set()
-    ids = [i for i in ids if str(i) in ok and torch.isfinite(recon[str(i)]).all()]
-    extract = fidlib.load_features(scorer.features, scorer.mode, scorer.device)
-    if scorer.reference_file is None:  # this run's truths; their features are cached per (split, ids, extractor)
-        key = {"dataset": cell.dataset.describe(), "ids": [str(i) for i in ids], "features": scorer.features,
-               "mode": scorer.mode, "shape": list(cell.task.image_shape)}
-        path = fidlib.stats_path(cfg.run.cache, key)
-        if not os.path.exists(path):
-            x, _ = cell.dataset.batch(ids)
-            fidlib.save_feats(path, fidlib.batched(extract, x))
-        reference = f"truths:{os.path.basename(path)[:-4]}"
-    else:
-        path, reference = scorer.reference_file, scorer.reference
-    with np.load(path) as ref:
-        ref = {k: ref[k] for k in ref.files}
-    feats = fidlib.batched(extract, torch.stack([recon[str(i)] for i in ids])) if ids else None
-    out = fidlib.set_metrics(feats, ref, scorer.set, *scorer.kid_args) if ids else {k: math.nan for k in scorer.set}
-    return {**out, "fid_n": len(ids), "fid_ref_n": int(len(ref["feats"])) if "feats" in ref else -1,
-            "fid_reference": reference}
 
 
 COST = ("sec_per_sample", "metric_sec_per_sample", "peak_mem_mb", "peak_rss_mb")  # with the prior's Cost fields

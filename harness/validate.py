@@ -191,6 +191,8 @@ def check_cell(cfg: DictConfig, cell):
         if cond is None:
             raise ConfigError(f"model {model} is unconditional and takes no prompt, so run.prompt={prompt!r} would be "
                               f"ignored; drop run.prompt (or use a conditional model).")
+    elif prompt is None:  # unconditional runs of a conditional prior need its null condition (e.g. a null class)
+        cell.prior.embed([""])
     T = getattr(cell.prior, "T", None)
     if isinstance(T, int):
         from solvers.common import timesteps

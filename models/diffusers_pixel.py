@@ -9,6 +9,11 @@ The schedule (ᾱ, float64) and the prediction type (ε or v) come from the sche
 Learned variance (ADM, `learn_sigma`): the UNet has 2C output channels, the first C are ε. With
 `variance='drop'` the priors' interface uses ε only (every solver here takes its own step sizes);
 the raw tail of the last call is kept in `last_variance` for a learned-variance DDPM step.
+
+Class-conditional UNets (`num_class_embeds` / `class_embed_type`, e.g. converted ImageNet ADM): prompts are
+class indices ("207"; a dataset with labels gives them per image). `null_class` names the label the model was
+trained to treat as "no class" (classifier-free guidance, `guidance_scale`, and run.prompt=null use it); a
+model without one (ADM) needs a label for every image.
 """
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from models.base import Prior
+from models.base import Condition, Prior, per_sample, prompt_list
 from models.hub import fingerprint, need_file, net_dtype, resolve, schedule_from
 from tasks.errors import ConfigError
 
@@ -46,10 +51,10 @@ def find_unet(root: Path, subfolder: str | None, model: str) -> tuple[Path, Path
 
 class DiffusersPixelPrior(Prior):
     def __init__(self, path: str, subfolder: str | None = None, name: str | None = None, dtype: str = "float32",
-                 variance: str = "drop"):
+                 variance: str = "drop", null_class: int | None = None, guidance_scale: float = 1.0):
         from diffusers import UNet2DModel
 
-        label = f"model {name}" if name else "model"
+        label = self.label = f"model {name}" if name else "model"
         if variance not in VARIANCE:
             raise ConfigError(f"{label}: variance={variance!r} is not supported; use one of {VARIANCE} "
                               "(learned-variance sampling reads `last_variance` instead).")
@@ -75,10 +80,25 @@ class DiffusersPixelPrior(Prior):
         self.unet = unet.eval().requires_grad_(False)
         self.prediction = prediction
         self.class_conditional = c.num_class_embeds is not None or c.class_embed_type is not None
+        self.num_classes = c.num_class_embeds
         self.last_variance = None
         self.channels_last = False
         self.config = {"path": str(path), "subfolder": subfolder, "dtype": dtype, "variance": variance,
                        "learned_variance": c.out_channels == 2 * c.in_channels, "weights_sha": fingerprint(root)}
+        if null_class is not None or guidance_scale != 1.0:
+            if not self.class_conditional:
+                raise ConfigError(f"{self.label}: null_class and guidance_scale are for class-conditional UNets; "
+                                  "this one takes no class: remove model.null_class / model.guidance_scale.")
+            if null_class is not None and not self._known(null_class):
+                raise ConfigError(f"{self.label}: null_class={null_class} is not a class of this UNet "
+                                  f"(0..{self.num_classes - 1}); set model.null_class.")
+            if not guidance_scale >= 0 or (guidance_scale != 1.0 and null_class is None):
+                raise ConfigError(f"{self.label}: guidance_scale={guidance_scale} needs a null class (set "
+                                  "model.null_class) and must be >= 0.")
+        if self.class_conditional:
+            self.config.update(null_class=null_class, guidance_scale=float(guidance_scale))
+        self.null_class = None if null_class is None else int(null_class)
+        self.guidance_scale = float(guidance_scale)
 
     def configure(self, compile: bool = False, channels_last: bool = False):
         """Compute options that must not change results beyond float rounding (conf/compute)."""
@@ -89,20 +109,48 @@ class DiffusersPixelPrior(Prior):
             self.unet = torch.compile(self.unet)
         return self
 
-    def embed(self, prompt):
-        """Class label for a class-conditional UNet ("3" or 3 -> tensor([3])); None otherwise."""
-        if not self.class_conditional or prompt is None or prompt == "":
+    def _known(self, k) -> bool:
+        return self.num_classes is None or 0 <= int(k) < self.num_classes
+
+    def _label(self, prompt: str) -> int:
+        if prompt == "":
+            if self.null_class is None:
+                raise ConfigError(f"{self.label} is class-conditional and has no null class, so every image needs "
+                                  "a class: use a dataset with labels (run.prompt=dataset) or run.prompt=<class "
+                                  "index>, or set model.null_class if the model was trained with one.")
+            return self.null_class
+        if not prompt.lstrip("-").isdigit() or not self._known(prompt):
+            raise ConfigError(f"{self.label}: class prompt {prompt!r} is not a class index of this UNet"
+                              f"{f' (0..{self.num_classes - 1})' if self.num_classes else ''}; give class indices "
+                              "as prompts (a labels file for the dataset, or run.prompt=<index>).")
+        return int(prompt)
+
+    def embed(self, prompts: list) -> Condition | None:
+        """Class labels [n] for a class-conditional UNet (prompts "3", or None/"" for the null class); None
+        for an unconditional one."""
+        prompts = prompt_list(prompts)
+        if not self.class_conditional:
             return None
-        return torch.tensor([int(prompt)], dtype=torch.long)
+        null = None if self.null_class is None else torch.tensor([self.null_class])
+        return Condition(torch.tensor([self._label(p) for p in prompts], dtype=torch.long), null)
+
+    def _unet(self, x, t, labels):
+        return self.unet(x, t, class_labels=None if labels is None else labels.to(x.device)).sample
 
     def network(self, x_t, t, cond=None):
         x = x_t.to(self.net_dtype)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        labels = None
-        if self.class_conditional and cond is not None:
-            labels = torch.as_tensor(cond, device=x.device).long().reshape(-1).expand(x.shape[0])
-        out = self.unet(x, t, class_labels=labels).sample
+        B = x.shape[0]
+        if not self.class_conditional:
+            out = self._unet(x, t, None)
+        elif self._guided(cond):  # one batched call on 2B: ε̂(∅) + w (ε̂(c) − ε̂(∅))
+            labels = torch.cat([per_sample(cond.uncond, B), per_sample(cond.cond, B)])
+            uncond, c = self._unet(torch.cat([x, x]), torch.cat([t, t]), labels).chunk(2)
+            out = uncond + self.cfg_scale(cond) * (c - uncond)
+        else:
+            labels = torch.tensor([self._label("")]) if cond is None else cond.cond
+            out = self._unet(x, t, per_sample(labels, B))
         C = self.image_shape[0]
         if out.shape[1] == 2 * C:
             self.last_variance = out[:, C:].detach().float()  # raw ADM variance interpolation output

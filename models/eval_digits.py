@@ -72,7 +72,7 @@ def sample_conditional(prior, classes, per_class: int, steps: int = 30, seed: in
     for k in classes:
         gens = generators(range(per_class), "digits-latent-eval", seed, int(k))
         like = torch.zeros(per_class, *prior.image_shape)
-        xs.append(DDIM(steps=steps).solve(prior, None, like, gens, cond=prior.embed(str(k))))
+        xs.append(DDIM(steps=steps).solve(prior, None, like, gens, cond=prior.embed([str(k)])))
         labels += [int(k)] * per_class
     return torch.cat(xs), torch.tensor(labels)
 

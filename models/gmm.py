@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from models.base import Prior, counted, linear_alphas_cumprod, prompt_list
+from models.base import Condition, Prior, counted, linear_alphas_cumprod, prompt_list
 from tasks.errors import ConfigError
 from tasks.rng import randn
 
@@ -193,10 +193,8 @@ class ExactLatentPrior(ExactPrior):
                 raise ConfigError(f"class prompt {p!r} is not one of the {K} components '0'..'{K - 1}' (or '' for none).")
         return torch.stack(rows)[:, None, :]
 
-    def embed(self, prompt):
-        if prompt is None:
-            return None
-        return {"cond": self._logits(prompt_list(prompt)), "uncond": self._logits([""])}
+    def embed(self, prompts: list) -> Condition:
+        return Condition(self._logits(prompt_list(prompts)), self._logits([""]))
 
     def _eps(self, z, t, logits):
         a = self.alphas_cumprod[t.to(self.alphas_cumprod.device)].to(z.device)
@@ -210,9 +208,9 @@ class ExactLatentPrior(ExactPrior):
         if cond is None:
             return self._eps(z, t, None)
         if not self._guided(cond):
-            return self._eps(z, t, cond["cond"])
-        uncond, c = self._eps(z, t, cond["uncond"]), self._eps(z, t, cond["cond"])
-        return uncond + self._scale(cond) * (c - uncond)
+            return self._eps(z, t, cond.cond)
+        uncond, c = self._eps(z, t, cond.uncond), self._eps(z, t, cond.cond)
+        return uncond + self.cfg_scale(cond) * (c - uncond)
 
     def encode(self, image):
         self.cost.encode += image.shape[0]

@@ -9,9 +9,10 @@ Directory (local or hub id), diffusers layout:
                                                 class "k", the last row the null (unconditional) condition
 
 Classifier-free guidance (Ho & Salimans 2022): ε̂ = ε̂(∅) + w (ε̂(c) − ε̂(∅)) from one batched UNet
-call on 2B latents, counted as 2 NFE per sample. `embed(prompt)` returns the condition a solver
-passes back as `cond`: {"cond": [n, seq, dim], "uncond": [1, seq, dim]}; a solver may add "scale" to
-override the model's guidance scale for that call (1: the conditional branch alone, 1 NFE).
+call on 2B latents, counted as 2 NFE per sample. `embed(prompts)` returns the `Condition` a solver
+passes back as `cond`: cond [n, seq, dim], uncond [1, seq, dim]; a solver may set its `scale` to
+override the model's guidance scale for that call (1: the conditional branch alone, 1 NFE). Each
+distinct prompt is encoded once per `embed` call, and the null prompt once per device.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from models.base import Prior, counted, prompt_list
+from models.base import Condition, Prior, counted, per_sample, prompt_list
 from models.hub import fingerprint, need_file, net_dtype, resolve, schedule_from
 from tasks.errors import ConfigError
 
@@ -68,6 +69,7 @@ class LatentPrior(Prior):
         self.shift = float(getattr(vae.config, "shift_factor", None) or 0.0)
         self.guidance_scale = float(guidance_scale)
         self.text_encoder = self.tokenizer = None
+        self._null = {}  # the null prompt's hidden states, per device (encoded once)
         if classes.exists():
             from safetensors.torch import load_file
 
@@ -115,41 +117,43 @@ class LatentPrior(Prior):
         return self.class_embeddings[rows]
 
     def _states(self, prompts: list[str]) -> torch.Tensor:
-        return self._class_rows(prompts) if self.class_embeddings is not None else self._encode_text(prompts)
-
-    def embed(self, prompt):
-        """Condition for `predict`: a prompt, a class name, or a list of them (one per image); None = unconditional."""
-        if prompt is None:
-            return None
-        return {"cond": self._states(prompt_list(prompt)), "uncond": self._states([""])}
-
-    @staticmethod
-    def _per_sample(h: torch.Tensor, B: int) -> torch.Tensor:
-        """Hidden states for B samples: one row for all, or one row per image repeated for its samples."""
-        if h.shape[0] == B:
+        """Hidden states [n, seq, dim] of the prompts, each distinct prompt encoded once."""
+        if self.class_embeddings is not None:
+            return self._class_rows(prompts)
+        distinct = list(dict.fromkeys(prompts))
+        h = self._encode_text(distinct)
+        if len(distinct) == len(prompts):
             return h
-        if B % h.shape[0]:
-            raise ConfigError(f"{h.shape[0]} conditions cannot be spread over a batch of {B} samples.")
-        return h.repeat_interleave(B // h.shape[0], dim=0)
+        where = {p: k for k, p in enumerate(distinct)}
+        return h[torch.tensor([where[p] for p in prompts], device=h.device)]
+
+    def null_states(self) -> torch.Tensor:
+        """The null prompt's hidden states [1, seq, dim], encoded once per device."""
+        if self.class_embeddings is not None:
+            return self._class_rows([""])
+        device = next(self.text_encoder.parameters()).device
+        if device not in self._null:
+            self._null[device] = self._encode_text([""])
+        return self._null[device]
+
+    def embed(self, prompts: list) -> Condition:
+        """The condition of a list of prompts or class names (one per image; None or "": the null prompt)."""
+        prompts = prompt_list(prompts)
+        cond = self.null_states() if all(p == "" for p in prompts) and len(prompts) == 1 else self._states(prompts)
+        return Condition(cond, self.null_states())
 
     # -- the network -------------------------------------------------------------------------------
     def network(self, x_t, t, cond=None):
         B, dt = x_t.shape[0], self.net_dtype
-        if cond is None:
-            cond = self.embed("")
-            cond, guided = cond["uncond"], False
-        else:
-            guided = self._guided(cond)
-            if not guided:
-                cond = cond["cond"]
-        if guided:
-            h = torch.cat([self._per_sample(cond["uncond"], B), self._per_sample(cond["cond"], B)])
+        if self._guided(cond):
+            h = torch.cat([per_sample(cond.uncond, B), per_sample(cond.cond, B)])
             out = self.unet(torch.cat([x_t, x_t]).to(dt), torch.cat([t, t]),
                             encoder_hidden_states=h.to(device=x_t.device, dtype=dt)).sample
             uncond, c = out.to(torch.promote_types(x_t.dtype, torch.float32)).chunk(2)  # combined in ≥ float32
-            out = uncond + self._scale(cond) * (c - uncond)
+            out = uncond + self.cfg_scale(cond) * (c - uncond)
         else:
-            h = self._per_sample(cond, B).to(device=x_t.device, dtype=dt)
+            h = self.null_states() if cond is None else cond.cond
+            h = per_sample(h, B).to(device=x_t.device, dtype=dt)
             out = self.unet(x_t.to(dt), t, encoder_hidden_states=h).sample
         return out.to(x_t.dtype)
 

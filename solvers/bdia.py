@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from solvers.base import Solver
-from solvers.common import ddim_jump, edit_target, inversion_top, levels
+from solvers.common import ddim_step, edit_target, inversion_level, inversion_top, levels
 from tasks.errors import ConfigError
 from tasks.rng import randn
 
@@ -28,7 +28,7 @@ def _step(prior, z_next, z_i, i, ts, gamma, cond):
     """BDIA sampling step at level i: from (z_{i+1}, z_i) to z_{i-1}."""
     a = lambda k: prior.abar(ts[k], z_i)  # noqa: E731
     eps = prior.eps(z_i, ts[i], cond)
-    return gamma * (z_next - ddim_jump(z_i, eps, a(i), a(i + 1))) + ddim_jump(z_i, eps, a(i), a(i - 1))
+    return gamma * (z_next - ddim_step(z_i, eps, None, a(i), a(i + 1))) + ddim_step(z_i, eps, None, a(i), a(i - 1))
 
 
 @torch.no_grad()
@@ -36,10 +36,10 @@ def invert(prior, z0, cond=None, steps: int = 50, gamma: float = 1.0, spacing: s
     """z_0 → the pair (z_top, z_{top-1}) (top = S by default)."""
     ts = levels(prior.T, steps, spacing)
     a = lambda k: prior.abar(ts[k], z0)  # noqa: E731
-    z_prev, z = z0, ddim_jump(z0, prior.eps(z0, ts[1], cond), a(0), a(1))
+    z_prev, z = z0, ddim_step(z0, prior.eps(z0, ts[1], cond), None, a(0), a(1))
     for i in range(1, steps if top is None else top):
         eps = prior.eps(z, ts[i], cond)
-        z_prev, z = z, (z_prev - ddim_jump(z, eps, a(i), a(i - 1))) / gamma + ddim_jump(z, eps, a(i), a(i + 1))
+        z_prev, z = z, (z_prev - ddim_step(z, eps, None, a(i), a(i - 1))) / gamma + ddim_step(z, eps, None, a(i), a(i + 1))
     return z, z_prev
 
 
@@ -50,7 +50,7 @@ def generate(prior, zS, z_below=None, cond=None, steps: int = 50, gamma: float =
     ts = levels(prior.T, steps, spacing)
     if z_below is None:
         a = lambda k: prior.abar(ts[k], zS)  # noqa: E731
-        z_below = ddim_jump(zS, prior.eps(zS, ts[steps], cond), a(steps), a(steps - 1))
+        z_below = ddim_step(zS, prior.eps(zS, ts[steps], cond), None, a(steps), a(steps - 1))
     z_next, z = zS, z_below
     for i in range((steps if top is None else top) - 1, 0, -1):
         z_next, z = z, _step(prior, z_next, z, i, ts, gamma, cond)
@@ -64,7 +64,9 @@ class BDIA(Solver):
     edits = True
 
     def __init__(self, steps: int = 50, gamma: float = 1.0, mode: str = "roundtrip", strength: float = 1.0,
-                 spacing: str = "adm"):
+                 spacing: str = "adm",
+                 cfg_scale: float | None = None):
+        self.set_cfg_scale(cfg_scale)
         if not 0 < gamma <= 1:
             raise ConfigError(f"BDIA gamma must be in (0, 1], got {gamma}; set solver.gamma (inversion divides by it).")
         if mode not in ("roundtrip", "sample"):
@@ -73,13 +75,16 @@ class BDIA(Solver):
             raise ConfigError("BDIA needs at least 2 steps (its state is a pair of levels); set solver.steps >= 2.")
         self.steps, self.gamma, self.mode, self.spacing = int(steps), float(gamma), mode, spacing
         self.strength = float(strength)
-        self.top = inversion_top(self.steps, self.strength)
+        inversion_top(self.steps, self.strength)  # validates strength
 
     @property
     def needs(self) -> frozenset:
         return frozenset({"identity"} if self.mode == "roundtrip" else ())
 
+    top = inversion_level  # derived from steps and strength, so not recorded as a parameter
+
     def solve(self, prior, task, y, gens, cond=None):
+        cond = self.condition(cond)
         if self.mode == "sample":
             zS = randn(gens, prior.state_shape, dtype=y.dtype, device=y.device)
             return prior.decode(generate(prior, zS, None, cond, self.steps, self.gamma, self.spacing))

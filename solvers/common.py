@@ -8,6 +8,7 @@ import torch
 
 from solvers.base import require_condition
 from tasks.errors import ConfigError
+from tasks.rng import randn
 
 SPACINGS = ("adm", "leading", "trailing", "linspace", "quad")
 
@@ -40,6 +41,29 @@ def timesteps(T: int, steps: int, spacing: str = "adm") -> list[int]:
     return sorted(ts, reverse=True)
 
 
+def poly_sigmas(sigma_max: float, sigma_min: float, n: int, rho: float = 7.0) -> list[float]:
+    """EDM's grid (σ_max^{1/ρ} + i/(n-1)(σ_min^{1/ρ} - σ_max^{1/ρ}))^ρ, i = 0…n-1."""
+    if n == 1:
+        return [sigma_max]
+    a, b = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
+    return [(a + i / (n - 1) * (b - a)) ** rho for i in range(n)]
+
+
+def pf_ode(prior, x, t_from: int, cond, sigma_end: float, steps: int, snap_end: bool = True):
+    """DAPS's x̂0: Euler steps of the probability-flow ODE in the prior's VE view, x ← x + (σ' − σ)(x − D(x; σ))/σ,
+    from level σ_{t_from} down a poly-7 grid to σ_end, each σ snapped to the prior's nearest level. snap_end=False:
+    the last step lands exactly on σ_end (no network call is made there). Levels are host floats: no syncs."""
+    levels = prior.sigmas
+    grid = [prior.sigma_to_t(s) for s in poly_sigmas(levels[t_from], sigma_end, steps + 1)]
+    targets = [levels[s] for s in grid[1:]]
+    if not snap_end:
+        targets[-1] = sigma_end
+    for t, sig_next in zip(grid[:-1], targets):
+        sig = levels[t]
+        x = x + (sig_next - sig) * (x - prior.denoise(x, t, cond)) / sig
+    return x
+
+
 def pairs(ts: list[int]):
     """(t, s) for consecutive grid points, the last pair going to s = -1 (ᾱ = 1)."""
     return list(zip(ts, ts[1:] + [-1]))
@@ -60,10 +84,17 @@ def ddim_sigma(a_t, a_s, eta: float):
 
 
 def ddim_step(x_t, eps, x0, a_t, a_s, eta: float = 0.0, noise=None):
-    """x_s = √ᾱ_s x̂0 + √(1-ᾱ_s-σ²) ε̂ + σ ξ (Song et al. 2021, eq. 12)."""
+    """x_s = √ᾱ_s x̂0 + √(1-ᾱ_s-σ²) ε̂ + σ ξ (Song et al. 2021, eq. 12), the one DDIM update.
+
+    x0 None: x̂0 from (x_t, ε̂) by Tweedie. With η = 0 it is the deterministic jump DDIM_{t→s}, which also
+    serves inversion (s above t) and any pair of levels, ᾱ_t = 1 included."""
+    if x0 is None:
+        x0 = x0_from_eps(x_t, eps, a_t)
+    if eta == 0:
+        return a_s.sqrt() * x0 + (1 - a_s).clamp_min(0).sqrt() * eps
     sigma = ddim_sigma(a_t, a_s, eta)
     x_s = a_s.sqrt() * x0 + (1 - a_s - sigma ** 2).clamp_min(0).sqrt() * eps
-    if eta > 0 and noise is not None:
+    if noise is not None:
         x_s = x_s + sigma * noise
     return x_s
 
@@ -87,14 +118,45 @@ def per_sample_norm(r: torch.Tensor) -> torch.Tensor:
     return r.flatten(1).norm(dim=1)
 
 
+def sample_noise(gens, x: torch.Tensor) -> torch.Tensor:
+    """The per-step noise draw: ξ ~ N(0, I) shaped like one sample of x, each sample from its own generator."""
+    return randn(gens, x.shape[1:], dtype=x.dtype, device=x.device)
+
+
+def residual(prior, task, y, x0) -> torch.Tensor:
+    """‖y − A(D(x̂0))‖ per sample [B] (D the prior's decoder; the identity for pixel priors)."""
+    return per_sample_norm(y - task.A(prior.decode(x0)))
+
+
+def loss_grad(loss, x: torch.Tensor) -> torch.Tensor:
+    """∇_x Σ_i loss_i(x), detached, for a per-sample loss [B] (each sample's gradient is its own)."""
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        (g,) = torch.autograd.grad(loss(x).sum(), x)
+    return g
+
+
+def guided_prediction(prior, x, t, cond=None, loss=None, clip: bool = False):
+    """(ε̂, x̂0, ∇_x Σ_i loss_i, loss) at x, all detached: the guided-prediction idiom in one place.
+
+    `loss(x̂0)` gives a per-sample loss [B]; its gradient flows back through the network to x (1 NFE +
+    1 VJP). loss None: no graph, gradient and loss are None (1 NFE). clip: x̂0 clamped to [-1, 1] and ε̂
+    made consistent with it, as guided-diffusion's clip_denoised."""
+    x = x.detach().requires_grad_(loss is not None)
+    with torch.set_grad_enabled(loss is not None):
+        eps, x0 = prior.predict(x, t, cond)
+        if clip:
+            x0 = x0.clamp(-1, 1)
+        value = None if loss is None else loss(x0)
+        grad = None if loss is None else torch.autograd.grad(value.sum(), x)[0]
+    x0 = x0.detach()
+    eps = eps_from_x0(x.detach(), x0, prior.abar(t, x)) if clip else eps.detach()
+    return eps, x0, grad, None if value is None else value.detach()
+
+
 def levels(T: int, steps: int, spacing: str = "adm") -> list[int]:
     """Ascending noise levels for inversion: level 0 is clean (t = -1, ᾱ = 1), level `steps` the noisiest."""
     return [-1] + sorted(timesteps(T, steps, spacing))
-
-
-def ddim_jump(z_i, eps_i, a_i, a_j):
-    """DDIM_{i→j}(z_i) = √ᾱ_j x̂0_i + √(1-ᾱ_j) ε̂_i with x̂0_i from (z_i, ε̂_i): a deterministic jump to level j."""
-    return a_j.sqrt() * x0_from_eps(z_i, eps_i, a_i) + (1 - a_j).sqrt() * eps_i
 
 
 
@@ -155,7 +217,7 @@ def conjugate_gradient(op, b, iters: int = 50, tol: float = 1e-6):
     shape = (-1, *([1] * (b.dim() - 1)))
     for _ in range(iters):
         active = rr > stop
-        if not active.any():
+        if not active.any():  # the one host sync per iteration: the early stop is the algorithm's decision
             break
         q = op(p)
         pq = (p * q).flatten(1).sum(1)
@@ -208,8 +270,8 @@ def edit_target(prior, task, cond):
     scale, if it carries one), or the source condition itself on any other task."""
     if "edit" not in task.provides:
         return cond
-    target = require_condition(prior.embed(task.target), prior, "editing")
-    return {**target, "scale": cond["scale"]} if isinstance(cond, dict) and "scale" in cond else target
+    target = require_condition(prior.embed([task.target]), prior, "editing")
+    return target if cond is None else target.with_scale(cond.scale)
 
 
 def inversion_top(steps: int, strength: float) -> int:
@@ -217,3 +279,7 @@ def inversion_top(steps: int, strength: float) -> int:
     if not 0 < strength <= 1:
         raise ConfigError(f"strength must be in (0, 1], got {strength}; set solver.strength.")
     return max(1, round(strength * steps))
+
+
+inversion_level = property(lambda self: inversion_top(self.steps, self.strength),
+                           doc="The level an edit inverts to, derived from the solver's steps and strength.")

@@ -1,7 +1,8 @@
 """DAPS — Decoupled Annealing Posterior Sampling (Zhang et al.; CVPR 2025), pixel version.
 
-VE view of the VP prior: x = x_VP/√ᾱ at level σ = √((1-ᾱ)/ᾱ), denoiser D(x; σ) = x̂0(√ᾱ x, t(σ)); every
-σ is snapped to the nearest level of the prior's discrete schedule (log scale).
+VE view of the VP prior (`Prior.sigma`, `sigma_to_t`, `denoise`): x = x_VP/√ᾱ at level σ = √((1-ᾱ)/ᾱ),
+denoiser D(x; σ) = x̂0(√ᾱ x, t(σ)); every σ is snapped to the nearest level of the prior's discrete
+schedule (log scale).
 
     annealing levels σ_0 > … > σ_{N-1} (EDM poly-7 from σ_max to σ_min), x ~ N(0, σ_0² I)
     for each level k:
@@ -23,16 +24,9 @@ from __future__ import annotations
 import torch
 
 from solvers.base import Solver
+from solvers.common import loss_grad, pf_ode, poly_sigmas, sample_noise
 from tasks.errors import ConfigError
 from tasks.rng import randn
-
-
-def poly_sigmas(sigma_max: float, sigma_min: float, n: int, rho: float = 7.0) -> list[float]:
-    """EDM's grid (σ_max^{1/ρ} + i/(n-1)(σ_min^{1/ρ} - σ_max^{1/ρ}))^ρ, i = 0…n-1."""
-    if n == 1:
-        return [sigma_max]
-    a, b = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
-    return [(a + i / (n - 1) * (b - a)) ** rho for i in range(n)]
 
 
 class DAPS(Solver):
@@ -53,50 +47,23 @@ class DAPS(Solver):
         self.lr, self.lr_min_ratio, self.tau = float(lr), float(lr_min_ratio), float(tau)
         self.sigma_max, self.sigma_min, self.ode_sigma_min = float(sigma_max), float(sigma_min), float(ode_sigma_min)
 
-    # every name is a step index into the prior's schedule; sigma(t) is its VE level
-    @staticmethod
-    def _levels(prior):
-        a = prior.alphas_cumprod
-        return ((1 - a) / a).sqrt()
-
-    def _snap(self, prior, sigma: float) -> int:
-        return int((self._levels(prior).log() - torch.tensor(sigma, dtype=torch.float64).log()).abs().argmin())
-
-    def _denoise(self, prior, x, t, cond):
-        a = prior.abar(t, x)
-        return prior.x0(a.sqrt() * x, t, cond)
-
-    def _ode(self, prior, x, t_from, cond):
-        levels = self._levels(prior)
-        sigmas = poly_sigmas(float(levels[t_from]), self.ode_sigma_min, self.ode_steps + 1)
-        grid = [self._snap(prior, s) for s in sigmas]
-        targets = [levels[s].item() for s in grid[1:]]
-        if not self.snap_ode_end:  # no network call at the end point: land exactly on ode_sigma_min
-            targets[-1] = self.ode_sigma_min
-        for t, sig_next in zip(grid[:-1], targets):
-            sig = levels[t].item()
-            x = x + (sig_next - sig) * (x - self._denoise(prior, x, t, cond)) / sig
-        return x
-
+    # every name is a step index into the prior's schedule; prior.sigmas[t] is its VE level (host floats)
     def solve(self, prior, task, y, gens, cond=None):
-        levels = self._levels(prior)
-        ts = [self._snap(prior, s) for s in poly_sigmas(self.sigma_max, self.sigma_min, self.annealing_steps)]
-        x = levels[ts[0]].item() * randn(gens, prior.state_shape, dtype=y.dtype, device=y.device)
+        levels = prior.sigmas
+        ts = [prior.sigma_to_t(s) for s in poly_sigmas(self.sigma_max, self.sigma_min, self.annealing_steps)]
+        x = levels[ts[0]] * randn(gens, prior.state_shape, dtype=y.dtype, device=y.device)
         for k, t in enumerate(ts):
-            sig = levels[t].item()
+            sig = levels[t]
             with torch.no_grad():
-                x0_hat = self._ode(prior, x, t, cond)
+                x0_hat = pf_ode(prior, x, t, cond, self.ode_sigma_min, self.ode_steps, self.snap_ode_end)
             eta = self.lr * (1 + k / self.annealing_steps * (self.lr_min_ratio - 1))
             x0 = x0_hat.clone()
+            data = lambda v: (task.A(prior.decode(v)) - y).flatten(1).square().sum(1) / self.tau ** 2  # noqa: E731
             for _ in range(self.langevin_steps):
-                x0 = x0.detach().requires_grad_(True)
-                with torch.enable_grad():
-                    data = (task.A(prior.decode(x0)) - y).flatten(1).square().sum(1) / self.tau ** 2
-                    (g,) = torch.autograd.grad(data.sum(), x0)
+                g = loss_grad(data, x0)
                 with torch.no_grad():
-                    xi = randn(gens, prior.state_shape, dtype=y.dtype, device=y.device)
+                    xi = sample_noise(gens, x0)
                     x0 = x0 + eta * (-g + (x0_hat - x0) / sig ** 2) + (2 * eta) ** 0.5 * xi
-            x0 = x0.detach()
             if k + 1 < len(ts):
-                x = x0 + levels[ts[k + 1]].item() * randn(gens, prior.state_shape, dtype=y.dtype, device=y.device)
+                x = x0 + levels[ts[k + 1]] * randn(gens, prior.state_shape, dtype=y.dtype, device=y.device)
         return prior.decode(x0)

@@ -4,8 +4,7 @@ from __future__ import annotations
 import torch
 
 from solvers.base import Solver
-from solvers.common import ddim_step, pairs, timesteps
-from tasks.rng import randn
+from solvers.common import ddim_step, pairs, sample_noise, timesteps
 
 
 class DDIM(Solver):
@@ -19,6 +18,6 @@ class DDIM(Solver):
         x = self.initial_noise(prior, gens, y)
         for t, s in pairs(timesteps(prior.T, self.steps, self.spacing)):
             eps, x0 = prior.predict(x, t, cond)
-            noise = randn(gens, x.shape[1:], dtype=x.dtype, device=x.device) if self.eta > 0 and s >= 0 else None
+            noise = sample_noise(gens, x) if self.eta > 0 and s >= 0 else None
             x = ddim_step(x, eps, x0, prior.abar(t, x), prior.abar(s, x), self.eta, noise)
         return prior.decode(x)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from solvers.base import Solver
-from solvers.common import ddim_jump, edit_target, inversion_top, levels
+from solvers.common import ddim_step, edit_target, inversion_level, inversion_top, levels
 
 
 @torch.no_grad()
@@ -24,7 +24,7 @@ def invert(prior, z0, cond=None, steps: int = 50, spacing: str = "adm", top: int
     z = z0
     for i in range(steps if top is None else top):
         eps = prior.eps(z, ts[i + 1], cond)
-        z = ddim_jump(z, eps, prior.abar(ts[i], z), prior.abar(ts[i + 1], z))
+        z = ddim_step(z, eps, None, prior.abar(ts[i], z), prior.abar(ts[i + 1], z))
     return z
 
 
@@ -35,7 +35,7 @@ def generate(prior, zT, cond=None, steps: int = 50, spacing: str = "adm", top: i
     z = zT
     for i in range(steps if top is None else top, 0, -1):
         eps = prior.eps(z, ts[i], cond)
-        z = ddim_jump(z, eps, prior.abar(ts[i], z), prior.abar(ts[i - 1], z))
+        z = ddim_step(z, eps, None, prior.abar(ts[i], z), prior.abar(ts[i - 1], z))
     return z
 
 
@@ -46,10 +46,15 @@ class DDIMInversion(Solver):
     edits = True
     needs = frozenset({"identity"})
 
-    def __init__(self, steps: int = 50, strength: float = 1.0, spacing: str = "adm"):
+    def __init__(self, steps: int = 50, strength: float = 1.0, spacing: str = "adm",
+                 cfg_scale: float | None = None):
+        self.set_cfg_scale(cfg_scale)
         self.steps, self.strength, self.spacing = int(steps), float(strength), spacing
-        self.top = inversion_top(self.steps, self.strength)
+        inversion_top(self.steps, self.strength)  # validates strength
+
+    top = inversion_level  # derived from steps and strength, so not recorded as a parameter
 
     def solve(self, prior, task, y, gens, cond=None):
+        cond = self.condition(cond)
         zT = invert(prior, prior.encode(y), cond, self.steps, self.spacing, self.top)
         return prior.decode(generate(prior, zT, edit_target(prior, task, cond), self.steps, self.spacing, self.top))

@@ -20,14 +20,13 @@ from __future__ import annotations
 import torch
 
 from solvers.base import Solver
-from solvers.common import pairs, renoise, safe_div, svd_coefficients, time_travel, timesteps
+from solvers.common import pairs, renoise, safe_div, sample_noise, svd_coefficients, time_travel, timesteps
 from tasks.errors import ConfigError
-from tasks.rng import randn
 
 
 class DDNM(Solver):
     name = "ddnm"
-    needs = frozenset({"linear", "pixel"})
+    needs_because = {"svd": "DDNM+ needs a task with an SVD; {task} has none here: set solver.plus=false."}
 
     def __init__(self, steps: int = 100, eta: float = 0.85, plus: bool = False, travel_length: int = 1,
                  travel_repeat: int = 1, spacing: str = "leading"):
@@ -37,10 +36,9 @@ class DDNM(Solver):
         self.travel_length, self.travel_repeat, self.spacing = int(travel_length), int(travel_repeat), spacing
         time_travel([], self.travel_length, self.travel_repeat)  # validates the travel settings
 
-    def check(self, prior, task):
-        super().check(prior, task)
-        if self.plus and not task.has_svd:
-            raise ConfigError(f"DDNM+ needs a task with an SVD; {task.name} has none here: set solver.plus=false.")
+    @property
+    def needs(self) -> frozenset:
+        return frozenset({"linear", "pixel"} | ({"svd"} if self.plus else set()))
 
     def _step_plain(self, task, y, x0, eps, a_s, noise):
         x0 = x0 - task.pinv(task.A(x0) - y)
@@ -67,7 +65,7 @@ class DDNM(Solver):
         walk = time_travel(pairs(timesteps(prior.T, self.steps, self.spacing)), self.travel_length, self.travel_repeat)
         for t, s_ in walk:
             a_t, a_s = prior.abar(t, x), prior.abar(s_, x)
-            noise = randn(gens, x.shape[1:], dtype=x.dtype, device=x.device)
+            noise = sample_noise(gens, x)
             if s_ > t:  # time travel: back to the noisier level
                 x = renoise(x, a_t, a_s, noise)
                 continue

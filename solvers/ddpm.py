@@ -4,9 +4,8 @@ from __future__ import annotations
 import torch
 
 from solvers.base import Solver
-from solvers.common import ddpm_step, pairs, timesteps
+from solvers.common import ddpm_step, pairs, sample_noise, timesteps
 from tasks.errors import ConfigError
-from tasks.rng import randn
 
 
 class DDPM(Solver):
@@ -22,6 +21,6 @@ class DDPM(Solver):
         x = self.initial_noise(prior, gens, y)
         for t, s in pairs(timesteps(prior.T, self.steps, self.spacing)):
             _, x0 = prior.predict(x, t, cond)
-            noise = randn(gens, x.shape[1:], dtype=x.dtype, device=x.device) if s >= 0 else None
+            noise = sample_noise(gens, x) if s >= 0 else None
             x = ddpm_step(x, x0, prior.abar(t, x), prior.abar(s, x), noise, self.variance)
         return prior.decode(x)

@@ -24,10 +24,6 @@ from tasks.errors import ConfigError
 from tasks.rng import randn
 
 
-def ve_sigma(a):
-    return ((1 - a) / a).sqrt()
-
-
 class DDRM(Solver):
     name = "ddrm"
     needs = frozenset({"linear", "svd", "gaussian_noise", "pixel"})
@@ -54,16 +50,15 @@ class DDRM(Solver):
         d = s.shape[1]
         grid = pairs(timesteps(prior.T, self.steps, self.spacing))
         flat = y.new_zeros(y.shape[0], 1)
-        sig_T = ve_sigma(prior.abar(grid[0][0], flat))
+        sig_T = prior.sigma(grid[0][0], flat)
         ny = safe_div(torch.full_like(s, sy), s)
         xi = randn(gens, (d,), dtype=y.dtype, device=y.device)
         xb = torch.where((s > 0) & (sig_T >= ny), ybar + (sig_T ** 2 - ny ** 2).clamp_min(0).sqrt() * xi, sig_T * xi)
         for t, s_ in grid:
-            a_t, a_s = prior.abar(t, flat), prior.abar(s_, flat)
-            x = svd.V(xb * a_t.sqrt())
+            x = svd.V(xb * prior.abar(t, flat).sqrt())
             eps, x0 = prior.predict(x, t, cond)
             x0b = svd.Vt(x0)
-            epsb = (xb - x0b) / ve_sigma(a_t)
+            epsb = (xb - x0b) / prior.sigma(t, flat)
             noise = randn(gens, (d,), dtype=y.dtype, device=y.device) if s_ >= 0 else torch.zeros_like(xb)
-            xb = self._update(x0b, epsb, ybar, s, ve_sigma(a_s), sy, noise)
+            xb = self._update(x0b, epsb, ybar, s, prior.sigma(s_, flat), sy, noise)
         return prior.decode(svd.V(xb))

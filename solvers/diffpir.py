@@ -18,9 +18,8 @@ from __future__ import annotations
 import torch
 
 from solvers.base import Solver
-from solvers.common import eps_from_x0, pairs, svd_coefficients, timesteps
+from solvers.common import eps_from_x0, pairs, sample_noise, svd_coefficients, timesteps
 from tasks.errors import ConfigError
-from tasks.rng import randn
 
 
 class DiffPIR(Solver):
@@ -43,10 +42,9 @@ class DiffPIR(Solver):
         for t, s_ in pairs(timesteps(prior.T, self.steps, self.spacing)):
             a_t, a_s = prior.abar(t, x), prior.abar(s_, x)
             _, x0 = prior.predict(x, t, cond)
-            a = prior.abar(t, flat)
-            rho = self.lam * sigma_n ** 2 * a / (1 - a)
+            rho = self.lam * sigma_n ** 2 / prior.sigma(t, flat) ** 2
             x0 = svd.V((s * uy + rho * svd.Vt(x0)) / (s ** 2 + rho))
             eps = eps_from_x0(x, x0, a_t)
-            noise = randn(gens, x.shape[1:], dtype=x.dtype, device=x.device) if s_ >= 0 else torch.zeros_like(x)
+            noise = sample_noise(gens, x) if s_ >= 0 else torch.zeros_like(x)
             x = a_s.sqrt() * x0 + (1 - a_s).sqrt() * ((1 - self.zeta) ** 0.5 * eps + self.zeta ** 0.5 * noise)
         return prior.decode(x)

@@ -23,9 +23,8 @@ from __future__ import annotations
 import torch
 
 from solvers.base import Solver
-from solvers.common import ddim_sigma, ddim_step, dsg_step, eps_from_x0, pairs, per_sample_norm, timesteps
+from solvers.common import ddim_sigma, ddim_step, dsg_step, guided_prediction, pairs, residual, sample_noise, timesteps
 from tasks.errors import ConfigError
-from tasks.rng import randn
 
 FORMS = ("code", "paper")
 
@@ -46,45 +45,42 @@ class DPS(Solver):
             raise ConfigError("DSG needs 0 <= dsg.rate <= 1, dsg.interval >= 1 and eta > 0 (the sphere's radius is "
                               "√n·σ_t); set solver.dsg.rate / solver.dsg.interval / solver.eta.")
 
-    def guidance(self, x_t, x0, task, y, prior):
-        """The data-consistency step for each sample (needs x0 to carry the graph back to x_t)."""
-        norm = per_sample_norm(y - task.A(prior.decode(x0)))
+    def loss(self, prior, task, y):
+        """The per-sample loss whose gradient is the guidance: ‖r‖ (code form) or ‖r‖² (paper form)."""
         if self.form == "code":
-            (g,) = torch.autograd.grad(norm.sum(), x_t)
-            return self.scale * g
-        (g,) = torch.autograd.grad(norm.square().sum(), x_t)
-        zeta = self.scale / norm.detach().clamp_min(torch.finfo(norm.dtype).tiny)
-        return zeta.reshape(-1, *([1] * (g.dim() - 1))) * g
+            return lambda x0: residual(prior, task, y, x0)
+        return lambda x0: residual(prior, task, y, x0).square()
+
+    def dps_update(self, x, eps, x0, grad, norm2, a_t, a_s, noise):
+        """x_s = DDIM/ancestral step − step size · ∇ (code: scale; paper: ζ'/‖r‖ on ∇‖r‖², per sample)."""
+        if self.form == "code":
+            step = self.scale * grad
+        else:
+            zeta = self.scale / norm2.sqrt().clamp_min(torch.finfo(norm2.dtype).tiny)
+            step = zeta.reshape(-1, *([1] * (grad.dim() - 1))) * grad
+        return ddim_step(x, eps, x0, a_t, a_s, self.eta, noise) - step
+
+    def dsg_update(self, x, eps, x0, grad, a_t, a_s, noise):
+        """DSG: the guided sample on the sphere around the step mean (unguided steps: the plain ancestral step)."""
+        mean = ddim_step(x, eps, x0, a_t, a_s, self.eta, None)
+        if noise is None:
+            return mean
+        sigma = ddim_sigma(a_t, a_s, self.eta)
+        return mean + sigma * noise if grad is None else dsg_step(mean, sigma, noise, grad, float(self.dsg["rate"]))
 
     def solve(self, prior, task, y, gens, cond=None):
         x = self.initial_noise(prior, gens, y)
         dsg = self.dsg["enabled"]
+        loss = (lambda x0: residual(prior, task, y, x0)) if dsg else self.loss(prior, task, y)
         clip = self.clip_x0 and not prior.is_latent
         for i, (t, s) in enumerate(pairs(timesteps(prior.T, self.steps, self.spacing))):
-            guided = not dsg or i % int(self.dsg["interval"]) == 0
-            x = x.detach().requires_grad_(guided)
             a_t, a_s = prior.abar(t, x), prior.abar(s, x)
-            with torch.set_grad_enabled(guided):
-                eps, x0 = prior.predict(x, t, cond)
-                if clip:
-                    x0 = x0.clamp(-1, 1)
-                if dsg and guided:
-                    (grad,) = torch.autograd.grad(per_sample_norm(y - task.A(prior.decode(x0))).sum(), x)
-                elif guided:
-                    step = self.guidance(x, x0, task, y, prior)
+            guided = not dsg or i % int(self.dsg["interval"]) == 0
+            eps, x0, grad, value = guided_prediction(prior, x, t, cond, loss if guided else None, clip)
             with torch.no_grad():
-                x0 = x0.detach()
-                eps = eps_from_x0(x, x0, a_t) if clip else eps.detach()
-                noise = randn(gens, x.shape[1:], dtype=x.dtype, device=x.device) if self.eta > 0 and s >= 0 else None
-                if not dsg:
-                    x = ddim_step(x.detach(), eps, x0, a_t, a_s, self.eta, noise) - step
-                    continue
-                mean = ddim_step(x.detach(), eps, x0, a_t, a_s, self.eta, None)
-                sigma = ddim_sigma(a_t, a_s, self.eta)
-                if noise is None:
-                    x = mean
-                elif guided:
-                    x = dsg_step(mean, sigma, noise, grad, float(self.dsg["rate"]))
+                noise = sample_noise(gens, x) if self.eta > 0 and s >= 0 else None
+                if dsg:
+                    x = self.dsg_update(x.detach(), eps, x0, grad, a_t, a_s, noise)
                 else:
-                    x = mean + sigma * noise
+                    x = self.dps_update(x.detach(), eps, x0, grad, value, a_t, a_s, noise)
         return prior.decode(x.detach())

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from solvers.base import Solver
-from solvers.common import edit_target, inversion_top, levels
+from solvers.common import edit_target, inversion_level, inversion_top, levels
 from tasks.errors import ConfigError
 
 
@@ -75,14 +75,19 @@ class EDICT(Solver):
     needs = frozenset({"identity"})
 
     def __init__(self, steps: int = 50, p: float = 0.93, leapfrog: bool = True, strength: float = 1.0,
-                 spacing: str = "adm"):
+                 spacing: str = "adm",
+                 cfg_scale: float | None = None):
+        self.set_cfg_scale(cfg_scale)
         if not 0 < p <= 1:
             raise ConfigError(f"EDICT mixing weight p must be in (0, 1], got {p}; set solver.p.")
         self.steps, self.p, self.leapfrog, self.spacing = int(steps), float(p), bool(leapfrog), spacing
         self.strength = float(strength)
-        self.top = inversion_top(self.steps, self.strength)
+        inversion_top(self.steps, self.strength)  # validates strength
+
+    top = inversion_level  # derived from steps and strength, so not recorded as a parameter
 
     def solve(self, prior, task, y, gens, cond=None):
+        cond = self.condition(cond)
         z = prior.encode(y)
         args = (self.steps, self.p, self.leapfrog, self.spacing, self.top)
         xT, yT = invert(prior, z, z.clone(), cond, *args)

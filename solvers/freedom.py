@@ -17,9 +17,8 @@ from __future__ import annotations
 import torch
 
 from solvers.base import Solver
-from solvers.common import ddim_step, pairs, per_sample_norm, renoise, timesteps
+from solvers.common import ddim_step, guided_prediction, pairs, renoise, residual, sample_noise, timesteps
 from tasks.errors import ConfigError
-from tasks.rng import randn
 
 
 class FreeDoM(Solver):
@@ -36,22 +35,19 @@ class FreeDoM(Solver):
     def solve(self, prior, task, y, gens, cond=None):
         x = self.initial_noise(prior, gens, y)
         lo, hi = self.travel_window
+        loss = lambda x0: residual(prior, task, y, x0)  # noqa: E731
         for t, s in pairs(timesteps(prior.T, self.steps, self.spacing)):
             a_t, a_s = prior.abar(t, x), prior.abar(s, x)
             guided = t > self.stop
             repeats = self.repeat if lo <= t <= hi and s >= 0 else 1
             for r in range(repeats):
-                x = x.detach().requires_grad_(guided)
-                with torch.set_grad_enabled(guided):
-                    eps, x0 = prior.predict(x, t, cond)
-                    if guided:
-                        (g,) = torch.autograd.grad(per_sample_norm(y - task.A(prior.decode(x0))).sum(), x)
+                eps, x0, g, _ = guided_prediction(prior, x, t, cond, loss if guided else None)
                 with torch.no_grad():
-                    noise = randn(gens, x.shape[1:], dtype=x.dtype, device=x.device) if self.eta > 0 and s >= 0 else None
-                    x_s = ddim_step(x.detach(), eps.detach(), x0.detach(), a_t, a_s, self.eta, noise)
+                    noise = sample_noise(gens, x) if self.eta > 0 and s >= 0 else None
+                    x_s = ddim_step(x.detach(), eps, x0, a_t, a_s, self.eta, noise)
                     if guided:
                         x_s = x_s - a_t.sqrt() * self.rho_scale * g
                     if r < repeats - 1:
-                        x_s = renoise(x_s, a_s, a_t, randn(gens, x.shape[1:], dtype=x.dtype, device=x.device))
+                        x_s = renoise(x_s, a_s, a_t, sample_noise(gens, x))
                 x = x_s
         return prior.decode(x.detach())

@@ -29,9 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from solvers.base import Solver
-from solvers.common import ddim_sigma, inf_norm, pairs, per_sample_norm, timesteps
+from solvers.common import ddim_sigma, inf_norm, loss_grad, pairs, residual, sample_noise, timesteps
 from tasks.errors import ConfigError
-from tasks.rng import randn
 
 DIRECTIONS = ("auto", "mask", "decoder")
 VARIANCES = ("code", "ddim")
@@ -39,10 +38,13 @@ VARIANCES = ("code", "ddim")
 
 class Graikos(Solver):
     name = "graikos"
-    needs = frozenset({"latent"})
+    needs_because = {"mask": "solver graikos with direction=mask needs a mask task (inpainting), not task={task}; "
+                             "set solver.direction=decoder or auto."}
 
     def __init__(self, steps: int = 20, n_inner: int = 5, lr_start: float = 0.5, lr_end: float = 0.1,
-                 h: float = 0.005, direction: str = "auto", variance: str = "code", spacing: str = "leading"):
+                 h: float = 0.005, direction: str = "auto", variance: str = "code", spacing: str = "leading",
+                 cfg_scale: float | None = 1.0):
+        self.set_cfg_scale(cfg_scale)
         if direction not in DIRECTIONS:
             raise ConfigError(f"Graikos direction must be one of {DIRECTIONS}, not {direction!r}; set solver.direction.")
         if variance not in VARIANCES:
@@ -57,11 +59,9 @@ class Graikos(Solver):
             return "mask" if "mask" in task.provides else "decoder"
         return self.direction
 
-    def check(self, prior, task):
-        super().check(prior, task)
-        if self._direction(task) == "mask" and "mask" not in task.provides:
-            raise ConfigError(f"solver graikos with direction=mask needs a mask task (inpainting), not "
-                              f"task={task.name}; set solver.direction=decoder or auto.")
+    @property
+    def needs(self) -> frozenset:
+        return frozenset({"latent"} | ({"mask"} if self.direction == "mask" else set()))
 
     @staticmethod
     def latent_mask(task, y, prior):
@@ -74,9 +74,7 @@ class Graikos(Solver):
     @staticmethod
     def decoder_error(z0, task, y, prior):
         """−∇_{ẑ0} ‖y − A(D(ẑ0))‖₂ per sample, ∞-normalised (a decoder VJP; the UNet is not in the graph)."""
-        z0 = z0.detach().requires_grad_(True)
-        with torch.enable_grad():
-            (g,) = torch.autograd.grad(per_sample_norm(y - task.A(prior.decode(z0))).sum(), z0)
+        g = loss_grad(lambda v: residual(prior, task, y, v), z0)
         return -g / inf_norm(g).clamp_min(torch.finfo(g.dtype).tiny)
 
     def ancestral_std(self, prior, t, s, like):
@@ -88,6 +86,7 @@ class Graikos(Solver):
 
     @torch.no_grad()
     def solve(self, prior, task, y, gens, cond=None):
+        cond = self.condition(cond)
         kind = self._direction(task)
         if kind == "mask":
             m_z, z_y = self.latent_mask(task, y, prior), prior.encode(task.At(y))
@@ -106,5 +105,5 @@ class Graikos(Solver):
             std = self.ancestral_std(prior, t, s, z)
             z = a_s.sqrt() * z0 + (1 - a_s - std ** 2).clamp_min(0).sqrt() * eps
             if s >= 0:
-                z = z + std * randn(gens, z.shape[1:], dtype=z.dtype, device=z.device)
+                z = z + std * sample_noise(gens, z)
         return prior.decode(z0)

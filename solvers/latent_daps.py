@@ -37,14 +37,15 @@ from __future__ import annotations
 
 import torch
 
-from solvers.daps import DAPS, poly_sigmas
+from solvers.base import Solver
+from solvers.common import loss_grad, pf_ode, poly_sigmas
 from tasks.errors import ConfigError
 from tasks.rng import randn
 
 MCMC = ("hmc", "langevin")
 
 
-class LatentDAPS(DAPS):
+class LatentDAPS(Solver):
     name = "latent_daps"
     needs = frozenset({"latent"})
     snap_ode_end = False  # the official latent ODE ends at σ = 1e-3, below every level of SD's schedule
@@ -80,10 +81,7 @@ class LatentDAPS(DAPS):
 
     def data_grad(self, prior, task, y, z):
         """∇_z ‖A(D(z)) − y‖² per sample (one decode, one decoder VJP), clamped elementwise to [−c, c]."""
-        z = z.detach().requires_grad_(True)
-        with torch.enable_grad():
-            loss = (task.A(prior.decode(z)) - y).flatten(1).square().sum(1)
-            (g,) = torch.autograd.grad(loss.sum(), z)
+        g = loss_grad(lambda v: (task.A(prior.decode(v)) - y).flatten(1).square().sum(1), z)
         return g if self.grad_clamp is None else g.clamp(-self.grad_clamp, self.grad_clamp)
 
     def sample_z0(self, prior, task, y, z0_hat, sigma: float, eta: float, gens):
@@ -103,14 +101,14 @@ class LatentDAPS(DAPS):
         return z
 
     def solve(self, prior, task, y, gens, cond=None):
-        levels = self._levels(prior)
-        ts = [self._snap(prior, s) for s in poly_sigmas(self.sigma_max, self.sigma_min, self.annealing_steps + 1)[:-1]]
-        z = levels[ts[0]].item() * randn(gens, prior.state_shape, dtype=y.dtype, device=y.device)
+        levels = prior.sigmas
+        ts = [prior.sigma_to_t(s) for s in poly_sigmas(self.sigma_max, self.sigma_min, self.annealing_steps + 1)[:-1]]
+        z = levels[ts[0]] * randn(gens, prior.state_shape, dtype=y.dtype, device=y.device)
         for k, t in enumerate(ts):
             with torch.no_grad():
-                z0_hat = self._ode(prior, z, t, cond)
-            z0 = self.sample_z0(prior, task, y, z0_hat, levels[t].item(), self.step_size(k), gens).detach()
+                z0_hat = pf_ode(prior, z, t, cond, self.ode_sigma_min, self.ode_steps, self.snap_ode_end)
+            z0 = self.sample_z0(prior, task, y, z0_hat, levels[t], self.step_size(k), gens).detach()
             if k + 1 < len(ts):
-                z = z0 + levels[ts[k + 1]].item() * randn(gens, prior.state_shape, dtype=y.dtype, device=y.device)
+                z = z0 + levels[ts[k + 1]] * randn(gens, prior.state_shape, dtype=y.dtype, device=y.device)
         with torch.no_grad():
             return prior.decode(z0)

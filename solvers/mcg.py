@@ -17,9 +17,8 @@ from __future__ import annotations
 import torch
 
 from solvers.base import Solver
-from solvers.common import ddim_step, eps_from_x0, pairs, per_sample_norm, timesteps
+from solvers.common import ddim_step, guided_prediction, pairs, per_sample_norm, sample_noise, timesteps
 from tasks.errors import ConfigError
-from tasks.rng import randn
 
 
 class MCG(Solver):
@@ -33,21 +32,14 @@ class MCG(Solver):
 
     def solve(self, prior, task, y, gens, cond=None):
         x = self.initial_noise(prior, gens, y)
+        loss = lambda x0: per_sample_norm(y - task.A(x0))  # noqa: E731
         for t, s in pairs(timesteps(prior.T, self.steps, self.spacing)):
-            x = x.detach().requires_grad_(True)
             a_t, a_s = prior.abar(t, x), prior.abar(s, x)
-            with torch.enable_grad():
-                eps, x0 = prior.predict(x, t, cond)
-                if self.clip_x0:
-                    x0 = x0.clamp(-1, 1)
-                (g,) = torch.autograd.grad(per_sample_norm(y - task.A(x0)).sum(), x)
+            eps, x0, g, _ = guided_prediction(prior, x, t, cond, loss, self.clip_x0)
             with torch.no_grad():
-                x0 = x0.detach()
-                eps = eps_from_x0(x, x0, a_t) if self.clip_x0 else eps.detach()
                 last = s < 0
-                noise = None if last else randn(gens, x.shape[1:], dtype=x.dtype, device=x.device)
+                noise = None if last else sample_noise(gens, x)
                 x_s = ddim_step(x.detach(), eps, x0, a_t, a_s, 1.0, noise) - self.alpha * g
-                y_s = y if last else a_s.sqrt() * y + (1 - a_s).sqrt() * task.A(
-                    randn(gens, x.shape[1:], dtype=x.dtype, device=x.device))
+                y_s = y if last else a_s.sqrt() * y + (1 - a_s).sqrt() * task.A(sample_noise(gens, x))
                 x = x_s - task.pinv(task.A(x_s) - y_s)
         return x.detach()

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import torch
 
+from models.base import Condition
 from solvers.base import Solver
-from solvers.common import ddim_jump, edit_target, levels
+from solvers.common import ddim_step, edit_target, levels
 from tasks.errors import ConfigError
 
 
@@ -35,7 +36,9 @@ class NullTextInversion(Solver):
     needs = frozenset({"latent", "identity"})
 
     def __init__(self, steps: int = 50, inner: int = 10, lr: float = 1e-2, tol: float = 1e-5,
-                 tol_growth: float = 2e-5, spacing: str = "adm"):
+                 tol_growth: float = 2e-5, spacing: str = "adm",
+                 cfg_scale: float | None = None):
+        self.set_cfg_scale(cfg_scale)
         if steps < 1 or inner < 0 or not lr > 0:
             raise ConfigError(f"null-text inversion needs steps >= 1, inner >= 0, lr > 0; got {steps}, {inner}, {lr}; "
                               "set solver.steps/inner/lr.")
@@ -43,25 +46,25 @@ class NullTextInversion(Solver):
         self.tol, self.tol_growth, self.spacing = float(tol), float(tol_growth), spacing
 
     def solve(self, prior, task, y, gens, cond=None):
-        cond = prior.embed("") if cond is None else cond
+        cond = self.condition(prior.embed([""]) if cond is None else cond)
         target = edit_target(prior, task, cond) if "edit" in task.provides else None
         return prior.decode(self.latent(prior, prior.encode(y), cond, target))
 
     def latent(self, prior, z0, cond, target=None):
         """The reconstruction of latent z0 (target None), or its edit towards the `target` condition."""
         edit = target is not None
-        only_c = {**cond, "scale": 1.0}
-        w = float(cond.get("scale", getattr(prior, "guidance_scale", 1.0)))
+        only_c = cond.with_scale(1.0)
+        w = prior.cfg_scale(cond)
         ts = levels(prior.T, self.steps, self.spacing)
         with torch.no_grad():
             pivot = [z0]
             for i in range(self.steps):
                 z = pivot[-1]
                 eps = prior.eps(z, ts[i + 1], only_c)
-                pivot.append(ddim_jump(z, eps, prior.abar(ts[i], z), prior.abar(ts[i + 1], z)))
+                pivot.append(ddim_step(z, eps, None, prior.abar(ts[i], z), prior.abar(ts[i + 1], z)))
         z = z_edit = pivot[-1]
         B = z.shape[0]
-        null = cond["uncond"].expand(B, *cond["uncond"].shape[1:]).clone()
+        null = cond.uncond.expand(B, *cond.uncond.shape[1:]).clone()
         for j, i in enumerate(range(self.steps, 0, -1)):
             t, a_t, a_p = ts[i], prior.abar(ts[i], z), prior.abar(ts[i - 1], z)
 
@@ -69,8 +72,8 @@ class NullTextInversion(Solver):
                 e_c = prior.eps(z, t, only_c)
 
             def guided(null_emb, z=z, t=t, e_c=e_c, a_t=a_t, a_p=a_p):
-                e_u = prior.eps(z, t, {"cond": null_emb, "uncond": null_emb, "scale": 1.0})
-                return ddim_jump(z, e_u + w * (e_c - e_u), a_t, a_p)
+                e_u = prior.eps(z, t, Condition(null_emb, null_emb, 1.0))
+                return ddim_step(z, e_u + w * (e_c - e_u), None, a_t, a_p)
 
             null = null.detach().requires_grad_(True)
             opt = torch.optim.Adam([null], lr=self.lr * (1 - j / 100))
@@ -90,6 +93,6 @@ class NullTextInversion(Solver):
             with torch.no_grad():
                 z = guided(null.detach())
                 if edit:
-                    e = prior.eps(z_edit, t, {"cond": target["cond"], "uncond": null.detach(), "scale": w})
-                    z_edit = ddim_jump(z_edit, e, a_t, a_p)
+                    e = prior.eps(z_edit, t, Condition(target.cond, null.detach(), w))
+                    z_edit = ddim_step(z_edit, e, None, a_t, a_p)
         return z_edit if edit else z

@@ -18,8 +18,8 @@ Tweedie latent onto the encoder's range). Choices the paper leaves open are para
         z_s = DDIM(z_t → z_s; ε̂, ẑ0, η) − scale · g
     return D(z_0)
 
-Classifier-free guidance is the condition's own: the model's guidance_scale, or cond["scale"] (the harness
-sets it from `solver.cfg_scale`); only the conditional row c is tuned, the unconditional one stays.
+Classifier-free guidance is the condition's own: the model's guidance_scale, or this solver's `cfg_scale`
+(applied to the condition by `Solver.condition`); only the conditional row c is tuned, the unconditional one stays.
 Cost per step with a prompt update (per sample; ×2 NFEs under CFG): K + 1 NFEs, K + 1 UNet VJPs (K w.r.t.
 c, 1 w.r.t. z_t), K + 1 decodes and decoder VJPs, and 1 encode on projection steps; one final decode.
 With K = 1 and no CFG that is 2 NFEs per step: STSL's 2000 NFEs for P2L at 1000 steps.
@@ -29,10 +29,10 @@ from __future__ import annotations
 
 import torch
 
+from models.base import per_sample
 from solvers.base import Solver
-from solvers.common import conjugate_gradient, ddim_step, pairs, per_sample_norm, timesteps
+from solvers.common import conjugate_gradient, ddim_step, pairs, per_sample_norm, residual, sample_noise, timesteps
 from tasks.errors import ConfigError
-from tasks.rng import randn
 
 
 class P2L(Solver):
@@ -40,7 +40,9 @@ class P2L(Solver):
 
     def __init__(self, steps: int = 1000, prompt_steps: int = 1, prompt_lr: float = 1e-4, prompt_every: int = 1,
                  warm_adam: bool = True, scale: float = 1.0, proj_every: int = 10, lam: float = 1.0,
-                 cg_iters: int = 5, eta: float = 0.0, spacing: str = "leading"):
+                 cg_iters: int = 5, eta: float = 0.0, spacing: str = "leading",
+                 cfg_scale: float | None = None):
+        self.set_cfg_scale(cfg_scale)
         if prompt_steps < 0 or prompt_every < 1 or not prompt_lr > 0:
             raise ConfigError(f"P2L needs prompt_steps >= 0, prompt_every >= 1 and prompt_lr > 0; got {prompt_steps}, "
                               f"{prompt_every}, {prompt_lr}; set solver.prompt_steps/prompt_every/prompt_lr.")
@@ -62,23 +64,18 @@ class P2L(Solver):
 
     # -- the prompt --------------------------------------------------------------------------------
     def initial_prompt(self, prior, cond, B: int):
-        """(condition without its `cond` rows, c [B, seq, dim]): one tunable row per sample."""
-        base = dict(prior.embed("") if cond is None else cond)
-        c = base.pop("cond")
-        if c.shape[0] != B:
-            if B % c.shape[0]:
-                raise ConfigError(f"{c.shape[0]} conditions cannot be spread over a batch of {B} samples.")
-            c = c.repeat_interleave(B // c.shape[0], dim=0)
-        return base, c.detach().clone()
+        """(the condition, c [B, seq, dim] its conditional rows): one tunable row per sample."""
+        base = prior.embed([""]) if cond is None else cond
+        return base, per_sample(base.cond, B).detach().clone()
 
     @staticmethod
     def residual(prior, task, y, z0):
         """‖y − A D(ẑ0)‖ per sample."""
-        return per_sample_norm(y - task.A(prior.decode(z0)))
+        return residual(prior, task, y, z0)
 
     def prompt_loss(self, prior, task, y, z, t, base, c):
         """‖y − A D(ẑ0(z_t, c))‖² per sample, the objective of the prompt update (z_t held fixed)."""
-        _, z0 = prior.predict(z, t, {**base, "cond": c})
+        _, z0 = prior.predict(z, t, base.replace(cond=c))
         return self.residual(prior, task, y, z0).square()
 
     def tune_prompt(self, prior, task, y, z, t, base, c, opt):
@@ -99,6 +96,7 @@ class P2L(Solver):
                                   iters=self.cg_iters)
 
     def solve(self, prior, task, y, gens, cond=None):
+        cond = self.condition(prior.embed([""]) if cond is None else cond)
         z = self.initial_noise(prior, gens, y)
         base, c = self.initial_prompt(prior, cond, z.shape[0])
         c.requires_grad_(True)
@@ -113,7 +111,7 @@ class P2L(Solver):
             guided = self.scale > 0
             z = z.detach().requires_grad_(guided)
             with torch.set_grad_enabled(guided):
-                eps, z0 = prior.predict(z, t, {**base, "cond": c.detach()})
+                eps, z0 = prior.predict(z, t, base.replace(cond=c.detach()))
                 x_hat = prior.decode(z0) if guided or project else None
                 if guided:
                     (grad,) = torch.autograd.grad(per_sample_norm(y - task.A(x_hat)).sum(), z)
@@ -121,7 +119,7 @@ class P2L(Solver):
                 eps, z0 = eps.detach(), z0.detach()
                 if project:
                     z0 = prior.encode(self.prox(task, y, x_hat.detach()))
-                noise = randn(gens, z.shape[1:], dtype=z.dtype, device=z.device) if self.eta > 0 and s >= 0 else None
+                noise = sample_noise(gens, z) if self.eta > 0 and s >= 0 else None
                 z = ddim_step(z.detach(), eps, z0, a_t, a_s, self.eta, noise)
                 if guided:
                     z = z - self.scale * grad

@@ -28,16 +28,16 @@ from __future__ import annotations
 import torch
 
 from solvers.base import Solver
-from solvers.common import conjugate_gradient, ddim_step, eps_from_x0, pairs, safe_div, svd_coefficients, timesteps
+from solvers.common import (conjugate_gradient, ddim_step, eps_from_x0, pairs, safe_div, sample_noise, svd_coefficients,
+                            timesteps)
 from tasks.errors import ConfigError
-from tasks.rng import randn
 
 INVERSES = ("auto", "svd", "cg")
 
 
 class PiGDM(Solver):
     name = "pigdm"
-    needs = frozenset({"linear", "gaussian_noise", "pixel"})
+    needs_because = {"svd": "ΠGDM with inverse=svd needs a task with an SVD; {task} has none here: set solver.inverse=cg."}
 
     def __init__(self, steps: int = 100, eta: float = 1.0, scale: float = 1.0, inverse: str = "auto",
                  cg_iters: int = 50, spacing: str = "adm", clip_x0: bool = True):
@@ -48,11 +48,13 @@ class PiGDM(Solver):
         self.steps, self.eta, self.scale, self.inverse = int(steps), float(eta), float(scale), inverse
         self.cg_iters, self.spacing, self.clip_x0 = int(cg_iters), spacing, bool(clip_x0)
 
+    @property
+    def needs(self) -> frozenset:
+        return frozenset({"linear", "gaussian_noise", "pixel"} | ({"svd"} if self.inverse == "svd" else set()))
+
     def check(self, prior, task):
+        """Across objects: conjugate gradients need an invertible r²AAᵀ + σ_y²I, i.e. this task's σ_y > 0."""
         super().check(prior, task)
-        if self.inverse == "svd" and not task.has_svd:
-            raise ConfigError(f"ΠGDM with inverse=svd needs a task with an SVD; {task.name} has none here: "
-                              "set solver.inverse=cg.")
         if self.inverse == "cg" or not task.has_svd:
             if task.sigma_y <= 0:
                 raise ConfigError("ΠGDM with conjugate gradients needs sigma_y > 0 (r²AAᵀ + σ_y²I must be "
@@ -88,6 +90,6 @@ class PiGDM(Solver):
                 if self.clip_x0 and not prior.is_latent:
                     x0 = x0.clamp(-1, 1)
                 eps = eps_from_x0(x, x0, a_t)
-                noise = randn(gens, x.shape[1:], dtype=x.dtype, device=x.device) if self.eta > 0 and s_ >= 0 else None
+                noise = sample_noise(gens, x) if self.eta > 0 and s_ >= 0 else None
                 x = ddim_step(x, eps, x0, a_t, a_s, self.eta, noise)
         return prior.decode(x)

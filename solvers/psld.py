@@ -22,16 +22,18 @@ from __future__ import annotations
 import torch
 
 from solvers.base import Solver
-from solvers.common import backproject, check_backprojection, ddim_step, pairs, per_sample_norm, timesteps
+from solvers.common import (backproject, check_backprojection, ddim_step, guided_prediction, pairs, per_sample_norm,
+                            sample_noise, timesteps)
 from tasks.errors import ConfigError
-from tasks.rng import randn
 
 
 class PSLD(Solver):
     name = "psld"
 
     def __init__(self, steps: int = 1000, omega: float = 1.0, gamma: float = 0.1, eta: float = 0.0,
-                 backprojection: str = "pinv", spacing: str = "leading"):
+                 backprojection: str = "pinv", spacing: str = "leading",
+                 cfg_scale: float | None = None):
+        self.set_cfg_scale(cfg_scale)
         if not (omega >= 0 and gamma >= 0):
             raise ConfigError(f"PSLD weights must be >= 0, got omega={omega}, gamma={gamma}; set solver.omega/gamma.")
         if not 0 <= eta <= 1:
@@ -45,23 +47,22 @@ class PSLD(Solver):
         return frozenset({"latent", "linear"} | ({"svd"} if self.backprojection == "pinv" else set()))
 
     def loss(self, z0, task, y, prior):
-        """ω‖y − A D(ẑ0)‖ + γ‖ẑ0 − E(By + (I − BA) D(ẑ0))‖, summed over samples (each term per sample)."""
+        """ω‖y − A D(ẑ0)‖ + γ‖ẑ0 − E(By + (I − BA) D(ẑ0))‖ per sample [B]."""
         x = prior.decode(z0)
         loss = self.omega * per_sample_norm(y - task.A(x))
         if self.gamma > 0:
             glued = backproject(task, y, self.backprojection) + x - backproject(task, task.A(x), self.backprojection)
             loss = loss + self.gamma * per_sample_norm(z0 - prior.encode(glued))
-        return loss.sum()
+        return loss
 
     def solve(self, prior, task, y, gens, cond=None):
+        cond = self.condition(cond)
         z = self.initial_noise(prior, gens, y)
+        loss = lambda z0: self.loss(z0, task, y, prior)  # noqa: E731
         for t, s in pairs(timesteps(prior.T, self.steps, self.spacing)):
-            z = z.detach().requires_grad_(True)
             a_t, a_s = prior.abar(t, z), prior.abar(s, z)
-            with torch.enable_grad():
-                eps, z0 = prior.predict(z, t, cond)
-                (grad,) = torch.autograd.grad(self.loss(z0, task, y, prior), z)
+            eps, z0, grad, _ = guided_prediction(prior, z, t, cond, loss)
             with torch.no_grad():
-                noise = randn(gens, z.shape[1:], dtype=z.dtype, device=z.device) if self.eta > 0 and s >= 0 else None
-                z = ddim_step(z.detach(), eps.detach(), z0.detach(), a_t, a_s, self.eta, noise) - grad
+                noise = sample_noise(gens, z) if self.eta > 0 and s >= 0 else None
+                z = ddim_step(z.detach(), eps, z0, a_t, a_s, self.eta, noise) - grad
         return prior.decode(z.detach())

@@ -31,9 +31,8 @@ WEIGHTINGS = ("linear", "sqrt", "square", "log", "trunc_linear", "power2over3", 
 INITS = ("pinv", "zeros", "noise")
 
 
-def snr_weight(kind: str, a: torch.Tensor) -> torch.Tensor:
-    """w(t) as a function of snr_inv = √(1-ᾱ_t)/√ᾱ_t (the official code's weightings)."""
-    r = ((1 - a) / a).sqrt()
+def snr_weight(kind: str, r: torch.Tensor) -> torch.Tensor:
+    """w(t) as a function of snr_inv r = √(1-ᾱ_t)/√ᾱ_t, the prior's VE level σ_t (the official code's weightings)."""
     return {"linear": lambda: r, "sqrt": lambda: r.sqrt(), "square": lambda: r ** 2, "log": lambda: torch.log1p(r),
             "trunc_linear": lambda: r.clamp(max=1.0), "power2over3": lambda: r ** (2 / 3),
             "const": lambda: torch.ones_like(r)}[kind]()
@@ -41,7 +40,7 @@ def snr_weight(kind: str, a: torch.Tensor) -> torch.Tensor:
 
 class REDDiff(Solver):
     name = "reddiff"
-    needs = frozenset({"pixel"})
+    needs_because = {"linear": "RED-diff init=pinv needs a linear task; {task} is not: set solver.init=zeros."}
 
     def __init__(self, steps: int = 50, lr: float = 0.1, lam: float = 0.25, obs_weight: float = 1.0,
                  weighting: str = "linear", init: str = "pinv", pinv_cutoff: float = 3e-2, spacing: str = "leading"):
@@ -54,10 +53,9 @@ class REDDiff(Solver):
         self.steps, self.lr, self.lam, self.obs_weight = int(steps), float(lr), float(lam), float(obs_weight)
         self.weighting, self.init, self.pinv_cutoff, self.spacing = weighting, init, float(pinv_cutoff), spacing
 
-    def check(self, prior, task):
-        super().check(prior, task)
-        if self.init == "pinv" and not task.linear:
-            raise ConfigError(f"RED-diff init=pinv needs a linear task; {task.name} is not: set solver.init=zeros.")
+    @property
+    def needs(self) -> frozenset:
+        return frozenset({"pixel"} | ({"linear"} if self.init == "pinv" else set()))
 
     def _init(self, prior, task, y, gens):
         if self.init == "pinv" and self.pinv_cutoff > 0 and task.has_svd:
@@ -84,7 +82,7 @@ class REDDiff(Solver):
                 r = (y - task.A(prior.decode(mu))).flatten(1)
                 loss_obs = 0.5 * r.square().mean(1)
                 loss_noise = ((eps - noise) * mu).flatten(1).sum(1) / n
-                w = self.lam * snr_weight(self.weighting, a).reshape(-1)
+                w = self.lam * snr_weight(self.weighting, prior.sigma(t, mu)).reshape(-1)
                 loss = (w * loss_noise + self.obs_weight * loss_obs).sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -50,9 +50,8 @@ from __future__ import annotations
 import torch
 
 from solvers.base import Solver
-from solvers.common import ddim_step, pairs, per_sample_norm, timesteps
+from solvers.common import ddim_step, pairs, residual, sample_noise, timesteps
 from tasks.errors import ConfigError
-from tasks.rng import randn
 
 TWEEDIES = ("code", "paper")
 
@@ -138,7 +137,7 @@ class ReSample(Solver):
             if window and it >= window:
                 stop = stop | (history[it - window] < full)
             active = active & ~stop
-            if not active.any():
+            if not active.any():  # the one host sync per iteration: the code's early stop is a decision
                 break
         return var.detach()
 
@@ -188,7 +187,7 @@ class ReSample(Solver):
                 eps, x0 = prior.predict(z, t, cond)
                 est = self.x0_estimate(z, eps, x0, a_t)
                 if guided:
-                    (grad,) = torch.autograd.grad(per_sample_norm(y - task.A(prior.decode(est))).sum(), z)
+                    (grad,) = torch.autograd.grad(residual(prior, task, y, est).sum(), z)
             with torch.no_grad():
                 z_prime = ddim_step(z.detach(), eps.detach(), x0.detach(), a_t, a_s)
                 if guided:
@@ -200,7 +199,7 @@ class ReSample(Solver):
                 z0 = self.travelled_x0(prior, z_prime, ts, i, cond, est.detach())
             z_star = self.pixel_opt(prior, task, y, z0) if stage == "pixel" else self.latent_opt(prior, task, y, z0)
             with torch.no_grad():
-                noise = randn(gens, z.shape[1:], dtype=z.dtype, device=z.device)
+                noise = sample_noise(gens, z)
                 z = stochastic_resample(z_star.detach(), z_prime, a_s, resample_gamma(a_t, a_s, self.gamma), noise)
         z = z.detach()
         if self.final_opt:

@@ -12,12 +12,14 @@ Cost = the restorer's + the editor's, both counted by the prior.
 """
 from __future__ import annotations
 
-from solvers.base import Solver
+from solvers.base import Solver, at_key_path
 from tasks.errors import ConfigError
 
 
 class RestoreThenEdit(Solver):
     name = "restore_edit"
+    needs = frozenset({"edit"})
+    needs_because = {"edit": "solver restore_edit needs an edit task (e.g. task=edit_sr4), not task={task}."}
 
     def __init__(self, restore: Solver, edit: Solver):
         if not isinstance(restore, Solver) or not isinstance(edit, Solver):
@@ -29,10 +31,13 @@ class RestoreThenEdit(Solver):
         self.restore, self.edit = restore, edit
 
     def check(self, prior, task):
-        if "edit" not in task.provides:
-            raise ConfigError(f"solver restore_edit needs an edit task (e.g. task=edit_sr4), not task={task.name}.")
-        self.restore.check(prior, task)
-        self.edit.check(prior, task.clean())
+        """Across objects: the restorer serves the edit task's degradation, the editor the clean image."""
+        super().check(prior, task)
+        for key, part, seen in (("restore", self.restore, task), ("edit", self.edit, task.clean())):
+            try:
+                part.check(prior, seen)
+            except ConfigError as e:
+                raise at_key_path(e, f"solver.{key}") from None
 
     def describe(self) -> dict:
         return {"restore": {"name": self.restore.name, **self.restore.describe()},

@@ -25,10 +25,10 @@ from __future__ import annotations
 import torch
 
 from solvers.base import Solver
-from solvers.common import backproject, check_backprojection, ddim_step, pairs, per_sample_norm, timesteps, x0_from_eps
+from solvers.common import (backproject, check_backprojection, ddim_step, pairs, residual,
+                            sample_noise, timesteps)
 from solvers.ddim_inversion import invert
 from tasks.errors import ConfigError
-from tasks.rng import randn
 
 INITS = ("forward", "inversion", "noise")
 NORMS = ("squared", "plain")
@@ -40,7 +40,9 @@ class STSL(Solver):
 
     def __init__(self, steps: int = 50, inner: int = 5, lam: float = 1.0, trace_weight: float = 0.02,
                  probe_scale: float = 1.0, data_norm: str = "squared", init: str = "forward",
-                 ddim_eps: str = "fresh", backprojection: str = "pinv", spacing: str = "leading"):
+                 ddim_eps: str = "fresh", backprojection: str = "pinv", spacing: str = "leading",
+                 cfg_scale: float | None = None):
+        self.set_cfg_scale(cfg_scale)
         for value, allowed, key in ((init, INITS, "init"), (data_norm, NORMS, "data_norm"), (ddim_eps, DDIM_EPS, "ddim_eps")):
             if value not in allowed:
                 raise ConfigError(f"STSL {key} must be one of {allowed}, not {value!r}; set solver.{key}.")
@@ -66,22 +68,23 @@ class STSL(Solver):
             if self.init == "inversion":
                 return invert(prior, z0, cond, self.steps, self.spacing)
             a = prior.abar(ts[0], z0)
-            return a.sqrt() * z0 + (1 - a).sqrt() * randn(gens, z0.shape[1:], dtype=z0.dtype, device=z0.device)
+            return a.sqrt() * z0 + (1 - a).sqrt() * sample_noise(gens, z0)
 
     def loss(self, z, t, task, y, prior, gens, cond):
         """The surrogate loss per sample, and the ε̂ of this evaluation."""
         eps, z0 = prior.predict(z, t, cond)
-        r = per_sample_norm(y - task.A(prior.decode(z0)))
+        r = residual(prior, task, y, z0)
         loss = self.lam * (r.square() if self.data_norm == "squared" else r)
         if self.trace_weight > 0:
             c, sd = self.probe_scale, (1 - prior.abar(t, z)).sqrt()
-            probe = c * randn(gens, z.shape[1:], dtype=z.dtype, device=z.device)
+            probe = c * sample_noise(gens, z)
             ds = -(prior.eps(z + probe, t, cond) - eps) / sd  # s(z + ε) − s(z)
             trace = (probe * ds).flatten(1).sum(1) / c ** 2
             loss = loss + self.trace_weight / z[0].numel() * trace
         return loss, eps
 
     def solve(self, prior, task, y, gens, cond=None):
+        cond = self.condition(cond)
         ts = timesteps(prior.T, self.steps, self.spacing)
         z = self.start(prior, task, y, gens, cond, ts)
         for t, s in pairs(ts):
@@ -94,5 +97,5 @@ class STSL(Solver):
                 z = (z - grad).detach()
             with torch.no_grad():
                 eps = prior.eps(z, t, cond) if self.ddim_eps == "fresh" else eps.detach()
-                z = ddim_step(z, eps, x0_from_eps(z, eps, a_t), a_t, a_s)
+                z = ddim_step(z, eps, None, a_t, a_s)
         return prior.decode(z)

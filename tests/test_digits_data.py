@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from tasks.errors import ConfigError
+from tests.helpers import coco, png
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PIXEL = os.path.join(ROOT, "models", "weights", "digits_pixel")
@@ -56,17 +57,6 @@ def test_digits_dataset_errors(kwargs, shape, message):
 
 
 # -- image folders -----------------------------------------------------------------------------------
-def png(path, w, h, color=None, mode="RGB"):
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    g = torch.Generator().manual_seed(hash(path.name) % 1000)
-    arr = (torch.rand(h, w, 3, generator=g) * 255).to(torch.uint8).numpy()
-    img = Image.fromarray(arr)
-    if color is not None:
-        img = Image.new("RGB", (w, h), color)
-    img.convert(mode).save(path)
-    return path
 
 
 @pytest.fixture
@@ -142,20 +132,6 @@ def test_imagenet_layout_with_id_file_and_labels(tmp_path):
     (root / "ids2.txt").write_text("ILSVRC2012_val_00000001.JPEG, 65\n")
     assert folder(root, id_file="ids2.txt").label("ILSVRC2012_val_00000001.JPEG") == 65
     assert folder(root, id_file="ids2.txt", prior=fake_prior((1, 8, 8))).load("ILSVRC2012_val_00000001.JPEG")[0].shape == (1, 8, 8)
-
-
-def coco(tmp_path):
-    root = tmp_path / "coco" / "val2017"
-    for i in (139, 285, 632):
-        png(root / f"{i:012d}.jpg", 20, 18)
-    ann = {"images": [{"id": i, "file_name": f"{i:012d}.jpg"} for i in (139, 285, 632)],
-           "annotations": [{"id": 7, "image_id": 285, "caption": "A big bear. "},
-                           {"id": 3, "image_id": 139, "caption": "A room with chairs."},
-                           {"id": 1, "image_id": 139, "caption": "A living room."},
-                           {"id": 9, "image_id": 632, "caption": "A bed."}]}
-    (tmp_path / "coco" / "annotations").mkdir()
-    (tmp_path / "coco" / "annotations" / "captions_val2017.json").write_text(json.dumps(ann))
-    return root
 
 
 def test_coco_layout_ids_and_captions(tmp_path):

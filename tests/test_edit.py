@@ -20,7 +20,7 @@ from tasks.inpaint import BoxInpainting
 from tasks.inversion import Inversion
 from tasks.rng import generators
 from tasks.sr import AvgPoolSR
-from tests.test_latent import save_class_latent
+from tests.latent_world import save_class_latent
 
 SHAPE = (3, 16, 16)
 SR4 = {"_target_": "tasks.sr.AvgPoolSR", "factor": 4, "noise": {"kind": "gaussian", "sigma": 0.05}}

@@ -14,7 +14,8 @@ from solvers.mcg import MCG
 from tasks.errors import ConfigError
 from tasks.nonlinear import PhaseRetrieval
 from tasks.rng import generator
-from tests.test_pixel_solvers import SHAPE, SIGMA, TASKS, baseline, measured, posterior_err
+from tests.helpers import measured
+from tests.pixel_world import SHAPE, SIGMA, TASKS, baseline, posterior_err
 
 
 @pytest.mark.parametrize("tname", ["inpaint", "sr4"])

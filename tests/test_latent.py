@@ -1,5 +1,4 @@
 """LatentPrior on tiny random Stable-Diffusion-layout directories (CLIP text, or class-embedding table)."""
-import json
 
 import pytest
 import torch
@@ -8,71 +7,7 @@ from models.latent import LatentPrior
 from solvers.ddim import DDIM
 from tasks.errors import ConfigError
 from tasks.rng import generators
-
-DIM, SEQ = 16, 8
-
-
-def tiny_parts(seed=0):
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-
-    torch.manual_seed(seed)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
-                        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), latent_channels=4,
-                        norm_num_groups=4, layers_per_block=1, sample_size=16, scaling_factor=0.5)
-    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
-                                block_out_channels=(8, 16), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=DIM,
-                                norm_num_groups=4, attention_head_dim=4)
-    sched = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)  # SD's schedule
-    return vae, unet, sched
-
-
-def save_parts(d, vae, unet, sched):
-    vae.save_pretrained(d / "vae")
-    unet.save_pretrained(d / "unet")
-    sched.save_config(d / "scheduler")
-
-
-def tiny_clip(d):
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    chars = [chr(c) for c in range(33, 127)]  # printable ASCII, as words' inner and final (</w>) symbols
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, **{c: 2 + i for i, c in enumerate(chars)},
-             **{c + "</w>": 2 + len(chars) + i for i, c in enumerate(chars)}}
-    (d / "bpe").mkdir()
-    (d / "bpe" / "vocab.json").write_text(json.dumps(vocab))
-    (d / "bpe" / "merges.txt").write_text("#version: 0.2\n")
-    CLIPTokenizer(str(d / "bpe" / "vocab.json"), str(d / "bpe" / "merges.txt"),
-                  model_max_length=SEQ).save_pretrained(d / "tokenizer")
-    torch.manual_seed(1)
-    CLIPTextModel(CLIPTextConfig(vocab_size=len(vocab), hidden_size=DIM, intermediate_size=32, num_hidden_layers=1,
-                                 num_attention_heads=2, max_position_embeddings=SEQ, bos_token_id=0, eos_token_id=1,
-                                 pad_token_id=1)).save_pretrained(d / "text_encoder")
-
-
-@pytest.fixture(scope="module")
-def sd_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("sd")
-    save_parts(d, *tiny_parts())
-    tiny_clip(d)
-    return d
-
-
-@pytest.fixture(scope="module")
-def tiny_text_prior(sd_dir):
-    """The tiny text-to-image pipeline as a LatentPrior with CFG 3 (2 NFE per guided evaluation)."""
-    return LatentPrior(str(sd_dir), name="tiny_sd", guidance_scale=3.0)
-
-
-def save_class_latent(d, seed):
-    """A tiny latent prior conditioned on an 11-row class-embedding table (the digits-latent layout)."""
-    from safetensors.torch import save_file
-
-    save_parts(d, *tiny_parts(seed=seed))
-    (d / "class_embedding").mkdir()
-    save_file({"embeddings": torch.randn(11, 4, DIM, generator=torch.Generator().manual_seed(0))},
-              str(d / "class_embedding" / "embeddings.safetensors"))
-    return d
+from tests.latent_world import DIM, SEQ, save_class_latent, save_parts, tiny_parts
 
 
 @pytest.fixture(scope="module")
@@ -88,9 +23,9 @@ def test_text_prior_shapes_schedule_and_record(sd_dir):
     assert torch.allclose(prior.alphas_cumprod, torch.cumprod(1 - sd_betas, 0), rtol=0, atol=1e-12)
     rec = prior.describe()
     assert rec["conditioning"] == "text" and rec["guidance_scale"] == 3.0 and rec["dtype"] == "float32"
-    c = prior.embed("a cat")
-    assert c["cond"].shape == c["uncond"].shape == (1, SEQ, DIM)
-    assert not torch.allclose(c["cond"], c["uncond"])
+    c = prior.embed(["a cat"])
+    assert c.cond.shape == c.uncond.shape == (1, SEQ, DIM)
+    assert not torch.allclose(c.cond, c.uncond)
 
 
 def test_cfg_is_one_batched_call_counted_twice(sd_dir):
@@ -102,9 +37,9 @@ def test_cfg_is_one_batched_call_counted_twice(sd_dir):
     out = prior.eps(x, t, cond)
     assert calls == [8] and prior.cost.nfe == 8
     with torch.no_grad():  # the guided ε against two separate conditional / unconditional evaluations
-        h = cond["cond"].repeat_interleave(2, 0)
+        h = cond.cond.repeat_interleave(2, 0)
         e_c = prior.unet(x, t, encoder_hidden_states=h).sample
-        e_u = prior.unet(x, t, encoder_hidden_states=cond["uncond"].expand(4, -1, -1)).sample
+        e_u = prior.unet(x, t, encoder_hidden_states=cond.uncond.expand(4, -1, -1)).sample
     assert torch.allclose(out, e_u + 3.0 * (e_c - e_u), atol=1e-5)
 
 
@@ -112,7 +47,7 @@ def test_ddim_in_latent_space_with_cfg(sd_dir):
     prior = LatentPrior(str(sd_dir), guidance_scale=2.0)
     n, steps = 2, 3
     y = torch.zeros(n, 3, 16, 16)
-    x = DDIM(steps=steps).solve(prior, None, y, generators(range(n), "ddim"), cond=prior.embed("a cat"))
+    x = DDIM(steps=steps).solve(prior, None, y, generators(range(n), "ddim"), cond=prior.embed(["a cat"]))
     assert x.shape == (n, 3, 16, 16) and torch.isfinite(x).all()
     assert prior.cost.nfe == 2 * steps * n and prior.cost.decode == n and prior.cost.vjp == 0
     prior.cost.reset()
@@ -140,18 +75,18 @@ def test_class_embedding_prior(class_dir):
     assert prior.describe()["conditioning"] == "class" and prior.text_encoder is None
     c = prior.embed(["3", "7"])
     table = prior.class_embeddings
-    assert torch.equal(c["cond"], table[[3, 7]]) and torch.equal(c["uncond"], table[[10]])
-    assert torch.equal(prior.embed("")["cond"], table[[10]])
+    assert torch.equal(c.cond, table[[3, 7]]) and torch.equal(c.uncond, table[[10]])
+    assert torch.equal(prior.embed([""]).cond, table[[10]])
     x = DDIM(steps=2).solve(prior, None, torch.zeros(2, 3, 16, 16), generators(range(2), "c"), cond=c)
     assert x.shape == (2, 3, 16, 16) and prior.cost.nfe == 2 * 2 * 2
     with pytest.raises(ConfigError, match="not one of the 10 classes"):
-        prior.embed("12")
+        prior.embed(["12"])
 
 
 def test_half_dtype_and_layout_errors(class_dir, tmp_path):
     prior = LatentPrior(str(class_dir), dtype="bfloat16")
     assert next(prior.unet.parameters()).dtype == torch.bfloat16
-    eps = prior.eps(torch.randn(2, 4, 8, 8), 500, prior.embed("1"))
+    eps = prior.eps(torch.randn(2, 4, 8, 8), 500, prior.embed(["1"]))
     assert eps.dtype == torch.float32 and torch.isfinite(eps).all()
     vae, unet, sched = tiny_parts()
     save_parts(tmp_path, vae, unet, sched)

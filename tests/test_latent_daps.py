@@ -10,8 +10,8 @@ from solvers.latent_daps import LatentDAPS
 from tasks.errors import ConfigError
 from tasks.inpaint import BoxInpainting
 from tasks.rng import generators, randn
-from tests.test_latent import sd_dir  # noqa: F401  (fixture)
-from tests.test_latent_solvers import SHAPE, batch_independent, latent, measured, refuses_pixel_prior, run  # noqa: F401
+from tests.helpers import measured
+from tests.latent_world import SHAPE, batch_independent, refuses_pixel_prior, run
 
 SMALL = dict(annealing_steps=3, ode_steps=2, mcmc_steps=2)
 
@@ -37,7 +37,7 @@ def test_text_sd_prior_with_cfg(sd_dir):  # noqa: F811
 
 
 def test_the_data_term_moves_the_sample(latent):
-    bound, y = measured(BoxInpainting(SHAPE, {"sigma": 0.05}, box=8, margin=1), [0])
+    _, bound, y = measured(None, BoxInpainting(SHAPE, {"sigma": 0.05}, box=8, margin=1), [0])
     a = LatentDAPS(**SMALL).solve(latent, bound, y, generators([0], "d"))
     b = LatentDAPS(**SMALL, tau=1e6).solve(latent, bound, y, generators([0], "d"))  # data weight ~ 0
     assert not torch.allclose(a, b, atol=1e-4)
@@ -124,7 +124,7 @@ def test_hmc_matches_the_closed_form_of_its_gaussian_chain():
 
 
 def test_hmc_without_momentum_is_langevin(latent):
-    bound, y = measured(BoxInpainting(SHAPE, {"sigma": 0.05}, box=8, margin=1), [0, 1])
+    _, bound, y = measured(None, BoxInpainting(SHAPE, {"sigma": 0.05}, box=8, margin=1), [0, 1])
     z0_hat = torch.randn(2, *latent.state_shape, generator=torch.Generator().manual_seed(3))
     run_ = lambda s: s.sample_z0(latent, bound, y, z0_hat, 0.5, 1e-5, generators(range(2), "m"))  # noqa: E731
     a = run_(LatentDAPS(mcmc_steps=3, mcmc="hmc", momentum=0.0))

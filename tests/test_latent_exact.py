@@ -22,6 +22,7 @@ so the worst ratio is 0.38 (Graikos, inpaint). STSL's paper step λ = 1 diverges
 import pytest
 import torch
 
+from models.base import Condition
 from models.gmm import digits_gmm, digits_gmm_latent
 from solvers.dps import DPS
 from solvers.graikos import Graikos
@@ -31,7 +32,8 @@ from solvers.psld import PSLD
 from solvers.resample import ReSample
 from solvers.stsl import STSL
 from tasks.rng import generators
-from tests.test_pixel_solvers import TASKS, baseline, measured, posterior_err
+from tests.helpers import measured
+from tests.pixel_world import TASKS, baseline, posterior_err
 
 
 @pytest.fixture(scope="module")
@@ -66,16 +68,15 @@ def test_prompts_are_mixture_logits(rotated):
     """Class k puts the weight on component k: the denoiser's x̂0 at high noise moves to μ_k; CFG counts 2."""
     z = torch.zeros(1, 1, 16, 16, dtype=torch.float64)
     t = torch.tensor([999])
-    c = rotated.embed("3")
+    c = rotated.embed(["3"])
     x0_3 = rotated.decode(rotated.x0(z, t, c)).flatten()
     mu3 = rotated.mixture.means[3]
     assert (x0_3 - mu3).norm() < 0.05 * mu3.norm()
     rotated.cost.reset()
-    rotated.eps(z, t, {**c, "scale": 2.0})
+    rotated.eps(z, t, c.with_scale(2.0))
     assert rotated.cost.nfe == 2
-    logits = c["cond"].clone().requires_grad_(True)  # a prompt is differentiable (prompt tuning)
-    rotated.x0(torch.randn(1, 1, 16, 16, dtype=torch.float64), torch.tensor([500]), {"cond": logits, "uncond": logits,
-                                                                                     "scale": 1.0}).sum().backward()
+    logits = c.cond.clone().requires_grad_(True)  # a prompt is differentiable (prompt tuning)
+    rotated.x0(torch.randn(1, 1, 16, 16, dtype=torch.float64), torch.tensor([500]), Condition(logits, logits, 1.0)).sum().backward()
     assert logits.grad is not None and logits.grad.abs().sum() > 0
 
 
@@ -129,7 +130,7 @@ def test_inversion_round_trips_of_latents_under_cfg(rotated, prior):
     import solvers.edict as edict
 
     z = rotated.encode(prior.sample_prior(generators(range(3), "lx-inv")).double())
-    cond = {**rotated.embed(["1", "4", "7"]), "scale": 2.0}
+    cond = rotated.embed(["1", "4", "7"]).with_scale(2.0)
     rel = lambda a: ((a - z).norm() / z.norm()).item()  # noqa: E731
     rotated.cost.reset()
     back = bdia.generate(rotated, *bdia.invert(rotated, z, cond, 20, 0.94), cond, 20, 0.94)

@@ -15,34 +15,8 @@ from tasks.errors import ConfigError
 from tasks.inpaint import BoxInpainting
 from tasks.inversion import Inversion
 from tasks.rng import generators, randn
-from tasks.sr import AvgPoolSR
-from tests.test_latent import save_class_latent
-
-SIGMA = {"sigma": 0.05}
-SHAPE = (3, 16, 16)
-
-
-@pytest.fixture(scope="module")
-def latent(tmp_path_factory):
-    return LatentPrior(str(save_class_latent(tmp_path_factory.mktemp("tiny_latent"), seed=3)), name="tiny_latent")
-
-
-def measured(task, ids, seed=0):
-    x = torch.rand(len(ids), *SHAPE, generator=torch.Generator().manual_seed(seed)) * 2 - 1
-    bound = task.bind(task.draw(ids, seed))
-    return bound, bound.measure(x, generators(ids, "noise"))
-
-
-TASKS = {"inpaint": lambda: BoxInpainting(SHAPE, SIGMA, box=8, margin=1), "sr": lambda: AvgPoolSR(SHAPE, SIGMA, factor=4)}
-
-
-def run(solver, prior, kind, n=2, cond=None):
-    bound, y = measured(TASKS[kind](), list(range(n)))
-    solver.check(prior, bound)
-    prior.cost.reset()
-    x = solver.solve(prior, bound, y, generators(range(n), "s"), cond)
-    assert x.shape == (n, *SHAPE) and torch.isfinite(x).all()
-    return x, {k: v / n for k, v in prior.cost.snapshot().items()}
+from tests.helpers import measured
+from tests.latent_world import SHAPE, SIGMA, TASKS, batch_independent, refuses_pixel_prior, run
 
 
 @pytest.fixture(scope="module")
@@ -57,15 +31,6 @@ def latent64(latent):
     return p
 
 
-def batch_independent(solver, prior, kind, n=3, dtype=torch.float32):
-    """Sample i's output does not depend on which other samples share its batch."""
-    bound, y = measured(TASKS[kind](), list(range(n)))
-    bound, y = bound.to("cpu", dtype), y.to(dtype)
-    full = solver.solve(prior, bound, y, generators(range(n), "b"))
-    one = solver.solve(prior, bound.index([1]), y[1:2], generators([1], "b"))
-    assert (full[1:2] - one).abs().max() <= 1e-5
-
-
 # -- latent DPS ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("kind", ["inpaint", "sr"])
 def test_latent_dps_guides_through_decoder_and_counts(latent, kind):
@@ -76,18 +41,11 @@ def test_latent_dps_guides_through_decoder_and_counts(latent, kind):
 
 def test_latent_dps_does_not_clip_latents(latent):
     """On a latent prior clip_x0 has no effect (latents are not in [-1,1]); guidance is non-zero."""
-    bound, y = measured(TASKS["inpaint"](), [0])
+    _, bound, y = measured(None, TASKS["inpaint"](), [0])
     a = DPS(steps=3, scale=0.5, clip_x0=True).solve(latent, bound, y, generators([0], "c"))
     b = DPS(steps=3, scale=0.5, clip_x0=False).solve(latent, bound, y, generators([0], "c"))
     free = DPS(steps=3, scale=0.0).solve(latent, bound, y, generators([0], "c"))
     assert torch.equal(a, b) and not torch.allclose(a, free)
-
-
-def refuses_pixel_prior(solver, prior):
-    """Pixel priors are refused by check(), before any compute."""
-    task = BoxInpainting((1, 16, 16), SIGMA).bind(BoxInpainting((1, 16, 16), SIGMA).draw([0], 0))
-    with pytest.raises(ConfigError, match="latent prior"):
-        solver.check(prior, task)
 
 
 # -- PSLD ------------------------------------------------------------------------------------------
@@ -102,7 +60,7 @@ def test_psld_counts(latent, kind):
 
 
 def test_psld_without_gluing_is_latent_dps_and_gluing_matters(latent):
-    bound, y = measured(TASKS["sr"](), [0, 1])
+    _, bound, y = measured(None, TASKS["sr"](), [0, 1])
     g = generators(range(2), "p")
     psld = PSLD(steps=4, omega=0.3, gamma=0.0).solve(latent, bound, y, g)
     dps = DPS(steps=4, scale=0.3, eta=0.0, spacing="leading").solve(latent, bound, y, generators(range(2), "p"))
@@ -112,7 +70,7 @@ def test_psld_without_gluing_is_latent_dps_and_gluing_matters(latent):
 
 
 def test_psld_backprojections_coincide_for_masks(latent):
-    bound, y = measured(TASKS["inpaint"](), [0])
+    _, bound, y = measured(None, TASKS["inpaint"](), [0])
     a = PSLD(steps=2, backprojection="pinv").solve(latent, bound, y, generators([0], "q"))
     b = PSLD(steps=2, backprojection="adjoint").solve(latent, bound, y, generators([0], "q"))
     assert torch.allclose(a, b, atol=1e-6)
@@ -149,7 +107,7 @@ def test_graikos_sr_counts_decoder_vjps_only(latent):
 
 
 def test_graikos_without_inner_steps_is_ancestral_ddim(latent):
-    bound, y = measured(TASKS["inpaint"](), [0, 1])
+    _, bound, y = measured(None, TASKS["inpaint"](), [0, 1])
     a = Graikos(steps=4, n_inner=0, variance="ddim").solve(latent, bound, y, generators(range(2), "g"))
     b = DDIM(steps=4, eta=1.0, spacing="leading").solve(latent, bound, y, generators(range(2), "g"))
     assert torch.allclose(a, b, atol=1e-6)
@@ -158,7 +116,7 @@ def test_graikos_without_inner_steps_is_ancestral_ddim(latent):
 
 
 def test_graikos_latent_mask_keeps_only_fully_observed_patches(latent):
-    bound, y = measured(TASKS["inpaint"](), [0])
+    _, bound, y = measured(None, TASKS["inpaint"](), [0])
     m = bound.A(torch.ones_like(y))[:, :1]
     m_z = Graikos.latent_mask(bound, y, latent)
     assert m_z.shape == (1, 4, 8, 8)
@@ -197,13 +155,13 @@ def test_stsl_counts(latent, kind):
 
 def test_stsl_probe_term_is_the_hutchinson_quadratic_form(latent64):
     """With a small probe scale c, εᵀ(s(z+ε) − s(z))/c² = ξᵀ(∂s/∂z)ξ, whose mean over ξ is tr ∇² log p_t."""
-    bound, y = measured(TASKS["inpaint"](), [0, 1])
+    _, bound, y = measured(None, TASKS["inpaint"](), [0, 1])
     bound, y = bound.to("cpu", torch.float64), y.double()
     z, t, d = torch.randn(2, 4, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(5)), 500, 4 * 8 * 8
     solver = STSL(lam=0.0, trace_weight=float(d), probe_scale=1e-6)
     got, _ = solver.loss(z, t, bound, y, latent64, generators(range(2), "h"), None)
     xi = randn(generators(range(2), "h"), (4, 8, 8), dtype=torch.float64)
-    h = latent64.embed("")["uncond"].double().expand(2, -1, -1)
+    h = latent64.embed([""]).uncond.double().expand(2, -1, -1)
     sd = (1 - latent64.alphas_cumprod[t]).sqrt()
     score = lambda x: -latent64.unet(x, torch.full((2,), t), encoder_hidden_states=h).sample / sd  # noqa: E731
     zg = z.clone().requires_grad_(True)
@@ -213,7 +171,7 @@ def test_stsl_probe_term_is_the_hutchinson_quadratic_form(latent64):
 
 def test_stsl_batch_independent_and_first_order_limit(latent):
     batch_independent(STSL(steps=2, inner=2), latent, "sr")
-    bound, y = measured(TASKS["sr"](), [0])
+    _, bound, y = measured(None, TASKS["sr"](), [0])
     a = STSL(steps=2, inner=1, trace_weight=0.0).solve(latent, bound, y, generators([0], "f"))
     b = STSL(steps=2, inner=1, trace_weight=0.5).solve(latent, bound, y, generators([0], "f"))
     assert not torch.allclose(a, b, atol=1e-5)  # the trace term moves the latent

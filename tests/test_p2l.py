@@ -8,8 +8,8 @@ from solvers.dps import DPS
 from solvers.p2l import P2L
 from tasks.errors import ConfigError
 from tasks.rng import generators, randn
-from tests.test_latent import sd_dir, tiny_text_prior  # noqa: F401  (fixtures)
-from tests.test_latent_solvers import TASKS, batch_independent, latent, measured, refuses_pixel_prior, run  # noqa: F401
+from tests.helpers import measured
+from tests.latent_world import TASKS, batch_independent, refuses_pixel_prior, run
 
 SHAPE = (3, 16, 16)
 
@@ -49,14 +49,14 @@ def test_cfg_doubles_nfes_not_vjps(tiny_text_prior):
     cond = tiny_text_prior.embed(["a cat", "a dog"])
     _, c = run(P2L(steps=S, prompt_steps=K, proj_every=0), tiny_text_prior, "sr", cond=cond)  # model scale 3.0
     assert c["nfe"] == 2 * S * (K + 1) and c["vjp"] == S * (K + 1)
-    _, c = run(P2L(steps=S, prompt_steps=K, proj_every=0), tiny_text_prior, "sr", cond={**cond, "scale": 1.0})
+    _, c = run(P2L(steps=S, prompt_steps=K, proj_every=0), tiny_text_prior, "sr", cond=cond.with_scale(1.0))
     assert c["nfe"] == S * (K + 1)
 
 
 # -- the prompt update -----------------------------------------------------------------------------
 @pytest.mark.parametrize("cond_of", [lambda p: None, lambda p: p.embed(["3", "7"])])
 def test_prompt_update_lowers_the_measurement_loss(latent, cond_of):
-    bound, y = measured(TASKS["sr"](), [0, 1])
+    _, bound, y = measured(None, TASKS["sr"](), [0, 1])
     z = randn(generators(range(2), "z"), latent.state_shape)
     solver = P2L(prompt_steps=8, prompt_lr=5e-2)
     base, c = solver.initial_prompt(latent, cond_of(latent), 2)
@@ -68,7 +68,7 @@ def test_prompt_update_lowers_the_measurement_loss(latent, cond_of):
     with torch.no_grad():
         after = solver.prompt_loss(latent, bound, y, z, 600, base, c)
     assert (after < before).all(), (before, after)
-    assert not torch.equal(c.detach(), c0) and torch.equal(base["uncond"], latent.embed("")["uncond"])
+    assert not torch.equal(c.detach(), c0) and torch.equal(base.uncond, latent.embed([""]).uncond)
 
 
 def test_one_embedding_row_per_sample(latent):
@@ -76,7 +76,7 @@ def test_one_embedding_row_per_sample(latent):
     base, c = P2L().initial_prompt(latent, latent.embed(["3", "7"]), 4)
     assert c.shape[0] == 4 and torch.equal(c[0], c[1]) and torch.equal(c[2], c[3]) and not torch.equal(c[1], c[2])
     _, c = P2L().initial_prompt(latent, None, 3)  # unconditional: the null-text embedding
-    assert torch.equal(c, latent.embed("")["cond"].expand(3, -1, -1))
+    assert torch.equal(c, latent.embed([""]).cond.expand(3, -1, -1))
     with pytest.raises(ConfigError, match="conditions"):
         P2L().initial_prompt(latent, latent.embed(["1", "2"]), 3)
 
@@ -84,7 +84,7 @@ def test_one_embedding_row_per_sample(latent):
 # -- limits and identities -------------------------------------------------------------------------
 @pytest.mark.parametrize("eta", [0.0, 0.5])
 def test_without_prompt_steps_or_projection_it_is_latent_dps(latent, eta):
-    bound, y = measured(TASKS["sr"](), [0, 1])
+    _, bound, y = measured(None, TASKS["sr"](), [0, 1])
     p2l = P2L(steps=4, prompt_steps=0, proj_every=0, scale=0.3, eta=eta).solve(latent, bound, y, generators(range(2), "d"))
     dps = DPS(steps=4, scale=0.3, eta=eta, spacing="leading").solve(latent, bound, y, generators(range(2), "d"))
     assert torch.allclose(p2l, dps, atol=1e-6)
@@ -96,12 +96,12 @@ def test_without_prompt_steps_or_projection_it_is_latent_dps(latent, eta):
 def test_projection_solves_the_normal_equations(latent):
     """x* = argmin ‖y − Ax‖² + λ‖x − x̂‖²: (AᵀA + λI)x* = Aᵀy + λx̂ (SR, by CG), closed form for a mask."""
     x_hat = torch.rand(2, *SHAPE, generator=torch.Generator().manual_seed(4)) * 2 - 1
-    bound, y = measured(TASKS["sr"](), [0, 1])
+    _, bound, y = measured(None, TASKS["sr"](), [0, 1])
     solver = P2L(lam=0.3, cg_iters=50)
     x = solver.prox(bound, y, x_hat)
     lhs, rhs = bound.At(bound.A(x)) + 0.3 * x, bound.At(y) + 0.3 * x_hat
     assert (lhs - rhs).abs().max() < 1e-5
-    bound, y = measured(TASKS["inpaint"](), [0, 1])
+    _, bound, y = measured(None, TASKS["inpaint"](), [0, 1])
     m = bound.A(torch.ones_like(y))
     x = P2L(lam=0.3, cg_iters=3).prox(bound, y, x_hat)  # the operator is diagonal: CG converges at once
     assert torch.allclose(x, (m * y + 0.3 * x_hat) / (m + 0.3), atol=1e-6)
@@ -109,7 +109,7 @@ def test_projection_solves_the_normal_equations(latent):
 
 
 def test_projection_changes_the_result(latent):
-    bound, y = measured(TASKS["inpaint"](), [0])
+    _, bound, y = measured(None, TASKS["inpaint"](), [0])
     a = P2L(steps=3, prompt_steps=0, proj_every=0).solve(latent, bound, y, generators([0], "j"))
     b = P2L(steps=3, prompt_steps=0, proj_every=1).solve(latent, bound, y, generators([0], "j"))
     assert not torch.allclose(a, b, atol=1e-4)
@@ -133,7 +133,7 @@ def test_runs_with_text_and_class_conditions(latent, tiny_text_prior):
 def test_without_projection_a_nonlinear_task_is_enough(latent):
     from tasks.nonlinear import HDR
 
-    bound, y = measured(HDR(SHAPE, {"sigma": 0.05}), [0, 1])
+    _, bound, y = measured(None, HDR(SHAPE, {"sigma": 0.05}), [0, 1])
     solver = P2L(steps=2, prompt_steps=1, proj_every=0)
     solver.check(latent, bound)
     x = solver.solve(latent, bound, y, generators(range(2), "h"))

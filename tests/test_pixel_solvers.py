@@ -19,63 +19,22 @@ so the worst ratio to the s0 baseline is 0.69 (diffpir, sr4: hence 0.85 there) a
 import pytest
 import torch
 
-from metrics.posterior import posterior_metrics
 from models.base import linear_alphas_cumprod
 from models.gmm import ExactPrior, GaussianMixture
 from solvers.daps import DAPS
-from solvers.ddim import DDIM
 from solvers.ddnm import DDNM
 from solvers.common import dsg_step
 from solvers.diffpir import DiffPIR
 from solvers.dps import DPS
 from solvers.ddrm import DDRM
 from solvers.pigdm import PiGDM
-from solvers.pinv import PseudoInverse
 from solvers.reddiff import REDDiff
-from tasks.blur import GaussianBlur
 from tasks.errors import ConfigError
-from tasks.inpaint import BoxInpainting
 from tasks.nonlinear import PhaseRetrieval
 from tasks.rng import generator, generators
 from tasks.sr import AvgPoolSR
-
-SIGMA = {"sigma": 0.05}
-SHAPE = (1, 16, 16)
-TASKS = {
-    "inpaint": lambda: BoxInpainting(SHAPE, SIGMA, box=8, margin=1),
-    "sr4": lambda: AvgPoolSR(SHAPE, SIGMA, factor=4),
-    "deblur": lambda: GaussianBlur(SHAPE, SIGMA, kernel_size=9, sigma=1.0, boundary="circular"),
-}
-IMAGE, N = 7, 16
-
-
-def measured(prior, task, ids):
-    x = prior.sample_prior(generators(ids, "truth"))
-    bound = task.bind(task.draw(ids, 0))
-    return x, bound, bound.measure(x, generators(ids, "noise"))
-
-
-_POST = {}
-
-
-def posterior_err(prior, solver, tname, n=N, image=IMAGE, seed="s0"):
-    key = (id(prior), tname, image)
-    if key not in _POST:  # the measurement and its exact posterior, once per (prior, task)
-        _, bound, y = measured(prior, TASKS[tname](), [image])
-        _POST[key] = bound, y, prior.posterior(bound, y)
-    bound, y, post = _POST[key]
-    out = solver.solve(prior, bound.repeat(n), y.repeat(n, 1, 1, 1), generators(range(n), seed))
-    return posterior_metrics(out, post, image, n_ref=512)  # 2048 costs 2.5 s per call on this CPU
-
-
-_BASE = {}
-
-
-def baseline(prior, tname):
-    if tname not in _BASE:
-        _BASE[tname] = min(posterior_err(prior, DDIM(steps=20), tname)["mean_err"],
-                           posterior_err(prior, PseudoInverse(), tname)["mean_err"])
-    return _BASE[tname]
+from tests.helpers import measured
+from tests.pixel_world import SHAPE, SIGMA, TASKS, baseline, posterior_err
 
 
 def beats_baselines(prior, solver, tname, factor=0.7):

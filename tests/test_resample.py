@@ -9,8 +9,8 @@ from solvers.ddim import DDIM
 from solvers.resample import ReSample, resample_gamma, stochastic_resample
 from tasks.errors import ConfigError
 from tasks.rng import generators
-from tests.test_latent import sd_dir, tiny_text_prior  # noqa: F401  (fixtures)
-from tests.test_latent_solvers import TASKS, batch_independent, latent, measured, refuses_pixel_prior, run  # noqa: F401
+from tests.helpers import measured
+from tests.latent_world import TASKS, batch_independent, refuses_pixel_prior, run
 
 SMALL = dict(pixel_iters=3, latent_iters=4, tol=0.0)  # tol 0: every inner loop runs all its iterations
 
@@ -58,7 +58,7 @@ def test_counts_double_under_cfg(latent):
 
 
 def test_without_guidance_or_hdc_it_is_ddim(latent):
-    bound, y = measured(TASKS["inpaint"](), [0, 1])
+    _, bound, y = measured(None, TASKS["inpaint"](), [0, 1])
     solver = ReSample(steps=5, dps_scale=0.0, hdc_splits=0, latent_splits=0, final_opt=False)
     latent.cost.reset()
     a = solver.solve(latent, bound, y, generators(range(2), "d"))
@@ -98,7 +98,7 @@ def test_resampling_matches_its_closed_form():
 
 def test_pixel_and_latent_optimisation_reduce_their_objectives(latent):
     for kind in ("inpaint", "sr"):
-        bound, y = measured(TASKS[kind](), [0, 1])
+        _, bound, y = measured(None, TASKS[kind](), [0, 1])
         z0 = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1))
         s = ReSample(pixel_iters=100, latent_iters=30, latent_lr=0.05, tol=0.0)
         with torch.no_grad():
@@ -114,7 +114,7 @@ def test_pixel_and_latent_optimisation_reduce_their_objectives(latent):
 def test_a_sample_that_met_its_tolerance_stops_changing(latent):
     """Sample 0 starts consistent (loss 0 < tol): it takes the code's one step, then stays put, and the
     other sample's trajectory is what it would be alone; costs count only the iterations each ran."""
-    bound, y = measured(TASKS["sr"](), [0, 1])
+    _, bound, y = measured(None, TASKS["sr"](), [0, 1])
     z0 = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         y = torch.cat([bound.A(latent.decode(z0[:1])), y[1:]])

@@ -6,9 +6,9 @@ Random networks say nothing about quality; these prove the text path end to end:
 rows, and costs that follow each solver's definition under CFG (2 NFE per evaluation)."""
 import pandas as pd
 import pytest
+from tests.helpers import coco
+from tests.latent_world import save_parts, tiny_clip, tiny_parts
 
-from tests.test_digits_data import coco
-from tests.test_latent import save_parts, tiny_clip, tiny_parts
 
 W = 3.0  # CFG scale: every guided evaluation costs 2 NFE per sample
 

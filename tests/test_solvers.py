@@ -12,14 +12,9 @@ from tasks.errors import ConfigError
 from tasks.inpaint import BoxInpainting
 from tasks.rng import generator, generators
 from tasks.sr import AvgPoolSR
+from tests.helpers import measured
 
 SIGMA = {"sigma": 0.05}
-
-
-def measured(prior, task, ids, seed=0):
-    x = prior.sample_prior(generators(ids, "truth"))
-    bound = task.bind(task.draw(ids, seed))
-    return x, bound, bound.measure(x, generators(ids, "noise"))
 
 
 def test_timestep_grids():
@@ -116,7 +111,6 @@ def test_solvers_refuse_what_they_cannot_serve(prior):
         ExactPosterior().check(prior, poisson)
     with pytest.raises(ConfigError, match="form"):
         DPS(form="bogus")
-
 
 
 def test_exact_solver_refuses_a_network_prior():
