@@ -17,7 +17,7 @@ Uncertainty (paired benchmarks: every solver of a world sees the same measuremen
   - a column's best value is bold only when the paired difference to every other row's value has an
     interval that excludes 0 (beyond the noise). FID/KID have no per-image values: they are bold only
     when the best is apart from every other by more than 2 combined spreads (bootstrap for FID, subset
-    or bootstrap spread for KID).
+    or jackknife spread for KID).
 FID/KID cells carry N (reconstructions) and the reference N, KID is shown ×10³, and a warning marks
 N below the feature dimension (the covariance of N < D features is singular; FID is then dominated by
 its bias and KID by its variance).
@@ -253,8 +253,8 @@ def _set_cell(r: pd.DataFrame, m: str) -> dict:
     nref = int(row.get("fid_ref_n", 0) or 0) if pd.notna(row.get("fid_ref_n")) else 0
     if m == "kid":
         sd = row.get("kid_std", math.nan)
-        if not (pd.notna(sd) and sd > 0):  # one subset (N <= subset size): the bootstrap spread instead
-            sd = row.get("kid_boot_std", math.nan)
+        if not (pd.notna(sd) and sd > 0):  # one subset (N <= subset size): the jackknife spread instead
+            sd = row.get("kid_jack_std", math.nan)
     else:
         sd = row.get(f"{m}_std", math.nan)
     return {"n": n, "nref": nref, "sd": float(sd) if pd.notna(sd) else math.nan, "dim": feature_dim(row)}
@@ -333,7 +333,7 @@ def table_rows(t: dict) -> tuple[list, list]:
 
 
 LEGEND = ("mean over images [95% bootstrap interval over images]; ± (seeds): std over seeds; FID/KID: value ± spread "
-          "(FID: bootstrap over reconstructions; KID ×10³: subset spread, or bootstrap when one subset holds all) with "
+          "(FID: bootstrap over reconstructions; KID ×10³: subset spread, or jackknife when one subset holds all) with "
           "N = reconstructions / reference images; Δ: paired per-image difference to the reference row [95% interval], "
           "* = interval excludes 0; bold = best beyond the interval of every other row.")
 
