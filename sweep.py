@@ -22,6 +22,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 
 from harness.cli import check_overrides, fail
 from tasks.errors import ConfigError
@@ -137,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     root = a.root or (grid_root(args) if a.report else None)
     if a.root:
         args.append(f"run.root={a.root}")
+    os.environ.setdefault("WANDB_RUN_GROUP", "sweep-" + time.strftime("%Y%m%d-%H%M%S"))  # logger=wandb: one group
     fd, record = tempfile.mkstemp(prefix="sweep_failures_", suffix=".jsonl")
     os.close(fd)
     import run

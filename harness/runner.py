@@ -18,7 +18,7 @@ from tqdm import tqdm
 from harness.build import Cell, build_cell
 from harness.cache import MeasurementCache
 from harness.grid import save_grid
-from harness.loggers import check_logger, log_run
+from harness.loggers import check_logger, log_batch, log_run, start_run
 from harness.records import RunDir, atomic_write_csv, git_commit, upsert_leaderboard
 from metrics import edit as editlib
 from metrics import fid as fidlib
@@ -197,6 +197,7 @@ def run_cell(cfg: DictConfig, *, after_batch=None) -> dict:
     rd = RunDir(cfg.run.root, name)
     with open(rd.file("config.yaml"), "w") as f:
         f.write(OmegaConf.to_yaml(cfg, resolve=True))
+    start_run(cfg, name)  # W&B (logger=wandb): per-batch rows, running means; a cell that raises shows as crashed
 
     seed, N = int(cfg.seed), int(cfg.run.num_samples)
     prior, task, solver, dataset = cell.prior, cell.task, cell.solver, cell.dataset
@@ -245,6 +246,7 @@ def run_cell(cfg: DictConfig, *, after_batch=None) -> dict:
         for r in rows:  # time spent scoring, per sample (kept apart from the solver's sec_per_sample)
             r["metric_sec_per_sample"] = (time.perf_counter() - t1) / n
         rd.write_batch(rows, {"ids": [str(i) for i in ids], "x_hat": x_hat[:, 0].clone()})
+        log_batch(rows, x_hat)
         bar.update(len(ids))
         if after_batch is not None:
             after_batch(k)

@@ -300,3 +300,53 @@ def test_sweep_refuses_unknown_options_in_one_sentence():
     assert p.returncode == 2 and p.stderr.startswith("error: unknown option --reprot=x")
     p = subprocess.run([sys.executable, "sweep.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0 and "--report DIR" in p.stdout
+
+
+def _wandb_log(d, needle, tries=100):
+    import glob
+    import time
+
+    for _ in range(tries):  # wandb's service may still be flushing the record log
+        log = open(glob.glob(str(d / "*.wandb"))[0], "rb").read()
+        if needle in log:
+            return log
+        time.sleep(0.2)
+    return log
+
+
+def test_wandb_offline_logs_each_batch_a_group_and_a_crashed_cell(make_cfg, tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    from harness import loggers
+    from harness.runner import run_cell
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_RUN_GROUP", "sweep-test")
+    fast = ["solver=pinv", "dataset.n=4", "run.num_samples=2", "compute.batch_size=2", "metrics.n_ref=32", "logger=wandb"]
+    s = run_cell(make_cfg(*fast))
+    d = tmp_path / "wandb" / [r for r in os.listdir(tmp_path / "wandb") if r.endswith(s["run"])][0]
+    import glob
+    assert len(glob.glob(str(d / "files" / "media" / "table" / "batch_rows_*.table.json"))) == 4  # one per batch
+    assert glob.glob(str(d / "files" / "media" / "images" / "reconstructions_*.png"))
+    log = _wandb_log(d, b"finished")
+    assert b"running/psnr" in log and b"sweep-test" in log and b"finished" in log
+
+    def boom(k):
+        raise RuntimeError("killed")
+    with pytest.raises(RuntimeError):
+        run_cell(make_cfg(*fast, "solver=ddim", "solver.steps=2"), after_batch=boom)
+    assert loggers._Live.run is not None  # left open by the crash ...
+    loggers._crash_open_run()             # ... finished as crashed by the next cell or at exit
+    assert loggers._Live.run is None
+    d2 = [r for r in os.listdir(tmp_path / "wandb") if "ddim" in r][0]
+    assert b"crashed" in _wandb_log(tmp_path / "wandb" / d2, b"crashed")
+
+
+@pytest.mark.parametrize("script", sorted(f for f in os.listdir(os.path.join(ROOT, "benchmarks")) if f.endswith(".py")
+                                          and not f.startswith("_")))
+def test_benchmark_help_only_prints_help(script, tmp_path):
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", script), "--help"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert p.returncode == 0 and p.stdout.startswith("usage:"), p.stderr[-2000:]
+    assert os.listdir(tmp_path) == []  # nothing written
