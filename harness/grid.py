@@ -17,6 +17,18 @@ def scale_for(h: int) -> int:
     return max(1, TARGET_PX // max(int(h), 1))
 
 
+def _font(size: int = 12):
+    """matplotlib's bundled DejaVu Sans (no system fonts needed), else PIL's bitmap font."""
+    from PIL import ImageFont
+
+    try:
+        from matplotlib import font_manager
+
+        return ImageFont.truetype(font_manager.findfont("DejaVu Sans"), size)
+    except Exception:  # noqa: BLE001 - any font problem: the built-in font
+        return ImageFont.load_default()
+
+
 def labelled_grid(path: str, rows: list[tuple[str, torch.Tensor]], pad: int = 2):
     """Save a PNG: one labelled row per (label, images [N,C,H,W] in [-1,1])."""
     import numpy as np
@@ -27,11 +39,11 @@ def labelled_grid(path: str, rows: list[tuple[str, torch.Tensor]], pad: int = 2)
     s = scale_for(h)
     H, W = h * s, w * s
     canvas = Image.new("RGB", (LABEL_PX + n * (W + pad) + pad, len(rows) * (H + pad) + pad), "white")
-    draw = ImageDraw.Draw(canvas)
+    draw, font = ImageDraw.Draw(canvas), _font()
     for i, (label, x) in enumerate(rows):
         top = pad + i * (H + pad)
         text = label if len(label) <= 24 else label[:23] + "…"
-        draw.text((4, top + H // 2 - 6), text, fill="black")
+        draw.text((4, top + H // 2 - 7), text, fill="black", font=font)
         img = to01(torch.nan_to_num(x.float()))
         if img.shape[1] == 1:
             img = img.expand(-1, 3, -1, -1)

@@ -505,10 +505,10 @@ def write_report(root: str, out: str, metrics: list[str], reference: str | None 
     return text
 
 
-def _img(path: str) -> str:
+def _img(path: str, cls: str = "") -> str:
     with open(path, "rb") as f:
         data = base64.b64encode(f.read()).decode()
-    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(os.path.basename(path))}">'
+    return f'<img class="{cls}" src="data:image/png;base64,{data}" alt="{html.escape(os.path.basename(path))}">'
 
 
 SORT_JS = """
@@ -524,7 +524,7 @@ rows.forEach(r=>body.appendChild(r));[...th.parentNode.children].forEach(h=>dele
 CSS = """body{font-family:sans-serif;margin:1.5em;max-width:1400px}table{border-collapse:collapse;margin:.5em 0}
 td,th{border:1px solid #ccc;padding:3px 7px;font-size:13px}th{background:#eee;cursor:pointer}
 th[data-dir=asc]::after{content:' ▲'}th[data-dir=desc]::after{content:' ▼'}.bold{font-weight:bold}
-.warn{color:#a40;font-weight:bold}img{max-width:100%;margin:4px}code{font-size:12px}"""
+.warn{color:#a40;font-weight:bold}img{max-width:100%;margin:4px}img.plot{width:560px}code{font-size:12px}"""
 
 
 def html_report(worlds: list, figures: dict, root: str, command: str = "") -> str:
@@ -560,7 +560,7 @@ def html_report(worlds: list, figures: dict, root: str, command: str = "") -> st
         parts += [f"<p class='warn'>⚠ {e(msg)}: the feature covariance is singular; FID is dominated by its bias "
                   f"and KID by its variance.</p>" for msg in t["warnings"]]
         figs, grid = figures.get(k, ([], None))
-        parts += [_img(p) for p in figs]
+        parts += [_img(p, 'plot') for p in figs]
         if grid:
             parts.append(f"<h3>Reconstructions (rows: measurement, each solver, truth)</h3>{_img(grid)}")
     parts.append("</body></html>")
