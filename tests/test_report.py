@@ -350,3 +350,17 @@ def test_benchmark_help_only_prints_help(script, tmp_path):
                        capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert p.returncode == 0 and p.stdout.startswith("usage:"), p.stderr[-2000:]
     assert os.listdir(tmp_path) == []  # nothing written
+
+
+def test_grid_root_composes_sweep_values_and_budget_keys_reach_every_solver():
+    import sweep
+
+    # Hydra's compose cannot take `a,b` (the old "Ambiguous value for argument" crash): first choices are composed
+    assert sweep.grid_root(["solver=dps,ddrm,diffpir", "task=inpaint_box,sr4", "solver.steps=20,100"]) == "results/runs"
+    assert sweep.grid_root(["+experiment=grid_gmm"]) == "results/runs/sweep_gmm"
+    assert sweep.grid_overrides(["solver=dps,pinv", "solver.steps=3", "task=sr4"]) == \
+        ["solver=dps,pinv", "++solver.steps=3", "task=sr4"]
+    assert sweep.grid_overrides(["solver=dps", "solver.steps=3"]) == ["solver=dps", "solver.steps=3"]
+    a, rest = sweep.parser().parse_known_args(["--report", "D", "solver=dps", "--metrics=psnr"])
+    b, _ = sweep.parser().parse_known_args(["--report=D", "solver=dps"])
+    assert a.report == b.report == "D" and rest == ["solver=dps"] and a.metrics == "psnr"
