@@ -235,7 +235,7 @@ def world_table(root: str, w: pd.DataFrame, metrics: list[str], reference: str |
             if set_metric:
                 c.update(_set_cell(r, m))
                 if c["n"] and np.isfinite(c["dim"]) and c["n"] < c["dim"]:
-                    warnings.append(f"{lab}: {m} from N={c['n']} images < feature dimension {int(c['dim'])}")
+                    warnings.append((m, c["n"], c["nref"], int(c["dim"])))
             elif imgs[lab] is not None:
                 c["mean"], c["lo"], c["hi"] = bootstrap_ci(imgs[lab].values, n_resamples)
                 c["n"] = int(imgs[lab].notna().sum())
@@ -243,8 +243,13 @@ def world_table(root: str, w: pd.DataFrame, metrics: list[str], reference: str |
                 c["diff"] = paired_difference(imgs[lab], imgs[ref], n_resamples=n_resamples)
             cells[(lab, m)] = c
         _mark_best(cells, order, m, imgs, n_resamples)
+    small = {}
+    for m, n, nref, dim in warnings:
+        small.setdefault((n, nref, dim), []).append(m)
+    notes = [f"{', '.join(dict.fromkeys(ms))} from N={n} images (reference N={nref}) < feature dimension {dim}"
+             for (n, nref, dim), ms in sorted(small.items())]
     return {"rows": order, "metrics": [m for m in metrics if m in w], "cells": cells, "reference": ref,
-            "warnings": sorted(set(warnings)), "n_runs": len(w)}
+            "warnings": notes, "n_runs": len(w)}
 
 
 def _set_cell(r: pd.DataFrame, m: str) -> dict:

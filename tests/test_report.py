@@ -140,7 +140,7 @@ def test_fid_kid_carry_n_and_spread_warn_on_small_n_and_are_not_bold_within_nois
     text = report.markdown(worlds, "x")
     assert "| kid×10³ ↓ |" in text or "kid×10³ ↓" in text
     assert "30 ± 5 (N=16/16) ⚠" in text and "12 ± 2 (N=16/16) ⚠" in text  # KID ×10³, its spread, N/ref N
-    assert "⚠ dps: fid from N=16 images < feature dimension 128" in text
+    assert "⚠ fid, kid from N=16 images (reference N=16) < feature dimension 128" in text
     assert "**" not in text  # 30 ± 5 vs 33 ± 5: within noise
     # far apart beyond both spreads: bold; N above the dimension: no warning
     make_run(tmp_path / "far", "a", "dps", [20.0] * 4, world="digits", extra=_set_extra(30.0, 1.0, 0.012, 200))
