@@ -400,7 +400,10 @@ def quality_vs_cost(w: pd.DataFrame, t: dict, metric: str, axis: str, path: str,
         c = t["cells"].get((lab, metric))
         if c is None or not np.isfinite(c["mean"]):
             continue
-        pts.append((r["config"].iloc[0], cost_of(r, axis), c["mean"], c["lo"], c["hi"], lab))
+        lo, hi, k = c["lo"], c["hi"], 1e3 if metric == "kid" else 1.0
+        if not np.isfinite(lo) and np.isfinite(c.get("sd", math.nan)):  # FID/KID: ± their spread
+            lo, hi = c["mean"] - c["sd"], c["mean"] + c["sd"]
+        pts.append((r["config"].iloc[0], cost_of(r, axis), c["mean"] * k, lo * k, hi * k, lab))
     if not pts:
         return None
     fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
@@ -421,7 +424,8 @@ def quality_vs_cost(w: pd.DataFrame, t: dict, metric: str, axis: str, path: str,
         if max(p[1] for p in real) / max(min(p[1] for p in real), 1e-12) > 5:
             ax.set_xscale("log")
     ax.set_xlabel(COST_AXES[axis])
-    ax.set_ylabel(f"{metric} ({'higher' if higher_better(metric) else 'lower'} is better)")
+    ax.set_ylabel(f"{'kid ×10³' if metric == 'kid' else metric} ({'higher' if higher_better(metric) else 'lower'} is better)"
+                  + (" ± spread" if metric in SET_METRICS else " [95% CI]"))
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
