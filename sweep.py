@@ -1,209 +1,189 @@
-"""Grids of cells (Hydra multirun of run.py), locally, as parallel processes or as a SLURM array; tables.
+"""Grids of cells (Hydra multirun of run.py), locally, as parallel processes or as a SLURM array; reports.
 
-    python sweep.py solver=dps,ddim task=inpaint_box,sr4 solver.steps=50,100   # one cell after another
-    python sweep.py +experiment=grid_gmm --report=results/sweep_gmm           # a named grid, then its report
-    python sweep.py hydra/launcher=local_parallel ...                          # cells as parallel processes
-    python sweep.py hydra/launcher=slurm hydra.launcher.partition=gpu ...      # a SLURM array (submitit)
-    python sweep.py --aggregate [--root results/runs] [--metrics psnr,ssim] [--out table.md] [--report DIR]
+    python sweep.py solver=dps,ddim task=inpaint_box,sr4 solver.steps=50,100    # one cell after another
+    python sweep.py +experiment=grid_gmm --report=results/sweep_gmm              # a named grid, then its report
+    python sweep.py solver=dps,ddrm,diffpir task=inpaint_box,sr4 --report DIR    # a command-line grid, then its report
+    python sweep.py hydra/launcher=local_parallel ...                            # cells as parallel processes
+    python sweep.py hydra/launcher=slurm hydra.launcher.partition=gpu ...        # a SLURM array (submitit)
+    python sweep.py --aggregate [--root results/runs] [--metrics psnr,ssim] [--report DIR] [--reference dps]
 
-Each cell resumes like `run.py` (finished images are skipped), so rerunning a sweep finishes it.
-The whole command line is checked first, every cell of the grid (harness/validate.py): bad input exits 2
-before any cell runs. A cell that cannot run (e.g. a solver that needs an SVD on a task without one) is
-reported and skipped; at the end the sweep lists those cells and exits 2 (with the default, in-process
-launcher: submitit launchers report refused cells in each cell's log).
+sweep.py's own flags (below) are read by argparse (`--report DIR` and `--report=DIR` alike); every other
+argument is a Hydra override passed to `run.py --multirun`. Each cell resumes like `run.py` (finished
+images are skipped), so rerunning a sweep finishes it.
+
+Budgets across solvers: `solver.steps=20,100` with several solvers is passed on as `++solver.steps=20,100`
+(so is every `solver.<key>=` override of a grid over several solvers): a solver whose config has no such key
+(exact, pinv, ...) is then refused by its own one-sentence check ("has no parameter steps") and the other
+cells run. A cell that cannot run (bad combination, missing SVD, ...) is reported in one sentence; the
+sweep exits 1 when any cell failed, after the report of the cells that ran.
 """
 import argparse
-import math
+import json
 import os
 import sys
+import tempfile
+import time
 
 from harness.cli import fail, fail_cells
 from tasks.errors import ConfigError
 
 
-HIGHER_IS_BETTER = ("psnr", "ssim", "target_")  # prefixes; every other metric (lpips, fid, kid, sw2, mean_err, cost) is lower-better
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="sweep.py", allow_abbrev=False, description="Run a grid of cells (Hydra overrides) and/or report it.",
+        epilog="Other arguments are Hydra overrides of run.py, e.g. solver=dps,ddrm task=inpaint_box,sr4 "
+               "++solver.steps=20,100 +experiment=grid_gmm.")
+    ap.add_argument("--aggregate", action="store_true", help="only report the finished runs under --root (no compute)")
+    ap.add_argument("--root", help="runs folder (default: the grid's run.root, or results/runs)")
+    ap.add_argument("--report", metavar="DIR", help="write table.md, table.tex, leaderboard.csv, plots, grids and "
+                                                    "index.html into DIR")
+    ap.add_argument("--metrics", default="psnr,ssim", help="comma-separated summary columns (default psnr,ssim)")
+    ap.add_argument("--reference", help="solver (or row label) the paired per-image differences are taken to")
+    ap.add_argument("--cost", default="nfe", choices=["nfe", "nfe_vjp", "sec"],
+                    help="x axis of the quality-vs-cost plots: NFE, NFE + VJP, or seconds per reconstruction")
+    ap.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    ap.add_argument("--leaderboard", help="--aggregate: also write the rebuilt leaderboard here "
+                                          "(default: results/leaderboard.csv, or DIR/leaderboard.csv)")
+    ap.add_argument("--out", help="--aggregate: also write the markdown tables to this file")
+    ap.add_argument("--prune", action="store_true", help="--aggregate: drop leaderboard rows of runs not found under "
+                                                         "--root (by default the leaderboard keeps every row it holds)")
+    return ap
 
 
-def higher_better(metric: str) -> bool:
-    return metric.startswith(HIGHER_IS_BETTER)
+def load_runs(root: str):
+    """Every finished run's summary row under `root`, each verified (the run folders are the source of truth)."""
+    from harness.records import read_summaries
 
-
-def _labels(df):
-    """A row label per cell: the solver, plus the solver parameters that differ between its cells."""
-    import json
-
-    params = df["solver_params"].map(lambda s: json.loads(s) if isinstance(s, str) else {})
-    labels = []
-    for i, row in df.iterrows():
-        same = params[df["solver"] == row["solver"]]
-        varying = sorted(k for k in params[i] if len({json.dumps(p.get(k)) for p in same}) > 1)
-        labels.append(" ".join([row["solver"], *(f"{k}={params[i][k]}" for k in varying)]))
-    return labels
-
-
-def _fmt(v) -> str:
-    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else (f"{v:.4g}" if isinstance(v, float) else str(v))
-
-
-def paper_table(df, metrics: list[str], latex: bool = False) -> str:
-    """Solvers × tasks (× metrics), 'mean ± std over images', the best of each column in bold."""
-    tasks = sorted(df["task"].unique())
-    cols = [(t, m) for t in tasks for m in metrics]
-    labels = sorted(df["label"].unique(), key=lambda s: (s.split()[0], df.loc[df["label"] == s, "nfe"].mean()
-                                                         if "nfe" in df else 0, s))
-    best = {}
-    for t, m in cols:
-        v = df.loc[df["task"] == t].groupby("label")[m].mean().dropna()
-        best[(t, m)] = (v.idxmax() if higher_better(m) else v.idxmin()) if len(v) else None
-    arrow = (lambda m: "$\\uparrow$" if higher_better(m) else "$\\downarrow$") if latex else \
-        (lambda m: "↑" if higher_better(m) else "↓")
-    head = ["solver", *((f"{t} {m} {arrow(m)}" if len(metrics) > 1 else t) for t, m in cols)]
-    rows = []
-    for lab in labels:
-        cells = [lab.replace("_", "\\_") if latex else lab]
-        for t, m in cols:
-            sel = df[(df["label"] == lab) & (df["task"] == t)]
-            if not len(sel) or m not in sel or sel[m].isna().all():
-                cells.append("")
-                continue
-            mean, std_col = float(sel[m].mean()), f"{m}_std_images"
-            std = float(sel[std_col].mean()) if std_col in sel and sel[std_col].notna().any() else math.nan
-            txt = _fmt(mean) + ("" if math.isnan(std) else (" $\\pm$ " if latex else " ± ") + f"{std:.2g}")
-            if best[(t, m)] == lab:
-                txt = f"\\textbf{{{txt}}}" if latex else f"**{txt}**"
-            cells.append(txt)
-        rows.append(cells)
-    if latex:
-        title = ", ".join(f"{m} ({'higher' if higher_better(m) else 'lower'} is better)" for m in metrics)
-        head = [h.replace("_", "\\_") for h in head]
-        lines = ["\\begin{tabular}{l" + "c" * len(cols) + "}", "\\toprule", " & ".join(head) + " \\\\", "\\midrule"]
-        lines += [" & ".join(r) + " \\\\" for r in rows]
-        lines += ["\\bottomrule", "\\end{tabular}"]
-        return f"% {title}; mean $\\pm$ std over images; best in bold\n" + "\n".join(lines) + "\n"
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
-
-
-def quality_vs_nfe(df, metric: str, out_dir: str) -> list[str]:
-    """One PNG per task: the metric against NFE per reconstruction, a line per solver."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    paths = []
-    for task, d in df.groupby("task"):
-        fig, ax = plt.subplots(figsize=(5, 3.6), dpi=120)
-        flat = []
-        for solver, s in d.groupby("solver"):
-            s = s.groupby("nfe", as_index=False)[[metric, *([f"{metric}_std_images"] if
-                                                  f"{metric}_std_images" in s else [])]].mean().sort_values("nfe")
-            if (s["nfe"] > 0).any():
-                ax.plot(s["nfe"], s[metric], marker="o", label=solver)
-            else:  # no network calls (exact sampler, pseudo-inverse): a reference level
-                flat.append((solver, float(s[metric].mean())))
-        for k, (solver, v) in enumerate(flat):
-            ax.axhline(v, ls="--", lw=1, color=f"C{k + 5}", label=f"{solver} (0 NFE)")
-        ax.set_xscale("log")
-        ax.set_xlabel("NFE per reconstruction")
-        ax.set_ylabel(f"{metric} ({'higher' if higher_better(metric) else 'lower'} is better)")
-        ax.set_title(f"{task}: {metric} vs NFE")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = os.path.join(out_dir, f"quality_vs_nfe_{task}.png")
-        fig.savefig(path)
-        plt.close(fig)
-        paths.append(path)
-    return paths
-
-
-def aggregate(root: str, leaderboard: str, metrics: list[str], report: str | None = None, prune: bool = False) -> str:
-    """Rebuild the leaderboard (one row per cell: its summary row) from the run folders under `root`, by union
-    with the rows it holds (`records.rebuild_leaderboard`; `prune` drops rows of runs not found); return markdown: a paper-style solvers × tasks pivot of the chosen
-    metrics (best in bold) and, for several metrics, one row per (task, solver). With `report`, also write
-    table.md, table.tex and quality_vs_nfe_<task>.png (first metric) into that folder."""
-    import pandas as pd
-
-    from harness.records import atomic_write_text, rebuild_leaderboard
-
-    # the run folders are the source of truth: their rows replace the leaderboard's, the rest are kept
-    df = rebuild_leaderboard([root], leaderboard, prune=prune)
+    df = read_summaries([root])
     if not len(df):
         raise ConfigError(f"no finished runs under {root}; run some cells first (python run.py ...).")
+    return df
+
+
+def check_metrics(df, metrics: list[str], where: str):
+    import pandas as pd
+
     missing = [m for m in metrics if m not in df.columns]
     if missing:
-        raise ConfigError(f"{', '.join(missing)} is not a summary column; choose numeric columns of {leaderboard}.")
+        raise ConfigError(f"{', '.join(missing)} is not a summary column of the runs under {where}; --metrics takes "
+                          f"numeric columns such as psnr,ssim,lpips_vgg,nfe.")
     text_cols = [m for m in metrics if not pd.api.types.is_numeric_dtype(df[m])]
-    if text_cols:  # bad input: a protocol column such as run or solver is not a metric
+    if text_cols:  # a protocol column such as run or solver is not a metric
         raise ConfigError(f"{', '.join(text_cols)} is not a numeric summary column; --metrics takes metrics such as "
                           f"psnr,ssim,lpips_vgg,nfe.")
-    df["label"] = _labels(df)
-    for m in metrics:
-        std = df[f"{m}_std_images"] if f"{m}_std_images" in df else pd.Series(math.nan, index=df.index)
-        df[f"{m}_pm"] = [_fmt(a) + ("" if math.isnan(b) else f" ± {b:.2g}") for a, b in zip(df[m], std)]
-    text = f"Means over images of {len(df)} runs under {root} (± std over images; best of each column in bold).\n\n"
-    text += paper_table(df, metrics)
-    if len(metrics) > 1:
-        table = df.sort_values(["task", "label"])
-        head, rows = ["task", "solver", *metrics], table[["task", "label", *metrics]].values.tolist()
-        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        text += "\n" + "\n".join(lines + ["| " + " | ".join(_fmt(v) for v in r) + " |" for r in rows]) + "\n"
+
+
+def aggregate(root: str, leaderboard: str | None, metrics: list[str], report: str | None = None,
+              reference: str | None = None, cost: str = "nfe", resamples: int = 2000, command: str = "",
+              prune: bool = False) -> str:
+    """The markdown tables (one per world) of the runs under `root`; with `report`, the whole report
+    (table.md, table.tex, leaderboard.csv of these runs, plots, grids, index.html) in that folder. With
+    `leaderboard`, that file is rebuilt as a view of the run folders: by union with the rows it holds
+    (`records.rebuild_leaderboard`, under the upsert lock; `prune` drops rows of runs not found)."""
+    from harness import report as rep
+    from harness.records import rebuild_leaderboard
+
+    df = load_runs(root)
+    check_metrics(df, metrics, root)  # bad input is refused before anything is written
+    if leaderboard:
+        rebuild_leaderboard([root], leaderboard, prune=prune)
     if report:
-        os.makedirs(report, exist_ok=True)
-        atomic_write_text(os.path.join(report, "table.md"), text)
-        atomic_write_text(os.path.join(report, "table.tex"), paper_table(df, metrics, latex=True))
-        if "nfe" in df:
-            quality_vs_nfe(df, metrics[0], report)
-    return text
+        return rep.write_report(root, report, metrics, reference, cost, resamples, command, df=df)
+    _, worlds = rep.build(root, metrics, reference, resamples, df=df)
+    return rep.markdown(worlds, root)
 
 
-def main():
-    if "--aggregate" in sys.argv:
-        ap = argparse.ArgumentParser()
-        ap.add_argument("--aggregate", action="store_true")
-        ap.add_argument("--root", default="results/runs")
-        ap.add_argument("--leaderboard", help="default: results/leaderboard.csv, or <report>/leaderboard.csv")
-        ap.add_argument("--metrics", default="psnr", help="comma-separated summary columns")
-        ap.add_argument("--out", help="also write the markdown table to this file")
-        ap.add_argument("--report", help="folder for leaderboard.csv, table.md, table.tex and quality-vs-NFE plots")
-        ap.add_argument("--prune", action="store_true", help="drop leaderboard rows of runs not found under --root")
-        a = ap.parse_args()
-        lb = a.leaderboard or (os.path.join(a.report, "leaderboard.csv") if a.report else "results/leaderboard.csv")
-        text = aggregate(a.root, lb, a.metrics.split(","), a.report, a.prune)
+def split_value(value: str) -> list[str]:
+    """The choices of a sweep value `a,b,c` (not inside brackets or a function call)."""
+    if any(ch in value for ch in "[]()"):
+        return [value]
+    return value.split(",")
+
+
+def grid_overrides(args: list[str]) -> list[str]:
+    """`solver.<key>=...` of a grid over several solvers becomes `++solver.<key>=...` (see the module doc)."""
+    solvers = [len(split_value(a.partition("=")[2])) for a in args if a.partition("=")[0].lstrip("+") == "solver"]
+    if not solvers or max(solvers) < 2:
+        return args
+    return [f"++{a}" if a.startswith("solver.") and "=" in a else a for a in args]
+
+
+def grid_root(args: list[str]) -> str:
+    """run.root of the grid's cells: the config composed with the first choice of every swept value."""
+    from harness.cli import compose
+
+    first = []
+    for a in args:
+        if a.startswith(("hydra", "--")) or a.partition("=")[0].lstrip("+~").startswith("hydra"):
+            continue
+        key, eq, value = a.partition("=")
+        first.append(f"{key}={split_value(value)[0]}" if eq else a)
+    return str(compose(first).run.root)
+
+
+def read_failures(path: str) -> list[dict]:
+    """The cells that failed, one JSON line each ({"cell", "error", "code"}), appended by `run.record_failure`
+    in whichever process ran the cell (in-process, local parallel or SLURM: the environment variable
+    `run.FAILURES_ENV` carries the file's path)."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    a, hydra_args = parser().parse_known_args(argv)
+    unknown = [x for x in hydra_args if x.startswith("--") and x not in ("--multirun", "-m")]
+    if unknown:
+        raise ConfigError(f"unknown option {unknown[0]}; sweep.py takes {', '.join(o for o in parser()._option_string_actions if o.startswith('--'))}"
+                          " and Hydra overrides (key=value).")
+    metrics = [m for m in a.metrics.split(",") if m]
+    command = "python sweep.py " + " ".join(argv)
+    if a.aggregate:
+        root = a.root or "results/runs"
+        lb = a.leaderboard or (None if a.report else "results/leaderboard.csv")
+        text = aggregate(root, lb, metrics, a.report, a.reference, a.cost, a.resamples, command, a.prune)
         if a.out:
             with open(a.out, "w") as f:
-                f.write(f"`python sweep.py {' '.join(sys.argv[1:])}`\n\n{text}")
+                f.write(f"`{command}`\n\n{text}")
         print(text)
-        return
-    report, metrics, args = None, "psnr,ssim", []
-    for arg in sys.argv[1:]:  # --report DIR / --metrics a,b: aggregate the grid's runs once it has finished
-        key, _, value = arg.partition("=")
-        if key == "--report":
-            report = value
-        elif key == "--metrics":
-            metrics = value
-        else:
-            args.append(arg)
+        return 0
+    args = grid_overrides([x for x in hydra_args if x not in ("--multirun", "-m")])
     from harness.validate import check_command_line
 
     check_command_line(args, multirun=True)  # every cell of the grid, before torch is imported
-    root = None
-    if report:
-        from harness.cli import compose
-        root = str(compose([a for a in args if not a.startswith(("hydra", "--"))]).run.root)
+    root = a.root or (grid_root(args) if a.report else None)
+    if a.root:
+        args.append(f"run.root={a.root}")
+    os.environ.setdefault("WANDB_RUN_GROUP", "sweep-" + time.strftime("%Y%m%d-%H%M%S"))  # logger=wandb: one group
+    fd, record = tempfile.mkstemp(prefix="sweep_failures_", suffix=".jsonl")
+    os.close(fd)
     import run
 
+    os.environ[run.FAILURES_ENV] = record
     sys.argv[1:] = ["--multirun", *args]
-    failed = run.main()
-    if report:
-        text = aggregate(root, os.path.join(report, "leaderboard.csv"), metrics.split(","), report)
-        print(text)
-    fail_cells(failed)  # exit codes: 2 when a cell was refused (see run.FAILED)
+    crashed = None
+    try:
+        run.main()
+    except Exception as e:  # a cell raised (not a ConfigError): the others have run; report them, then fail
+        crashed = e
+    failed = read_failures(record)
+    os.remove(record)
+    if a.report:
+        try:
+            print(aggregate(root, None, metrics, a.report, a.reference, a.cost, a.resamples, command))
+        except ConfigError as e:
+            print(f"error: no report: {e}", file=sys.stderr)
+    if crashed is not None:
+        print(f"error: the sweep stopped: {type(crashed).__name__}: {crashed}", file=sys.stderr)
+        failed.append({"cell": "(launcher)", "error": str(crashed), "code": 1})
+    fail_cells(failed)  # each failed cell named once more, after the report; exit 2 if refused, 1 if it crashed
+    return 0
 
 
 if __name__ == "__main__":
     try:
-        main()
+        sys.exit(main())
     except ConfigError as e:
         fail(str(e))

@@ -40,12 +40,15 @@ COLS = ["target_acc", "target_prob", "psnr", "ssim", "nfe", "vjp", "sec_per_samp
 
 
 def main():
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description="Class edits 3 -> 8 on the latent digits prior; writes only where told.")
     ap.add_argument("--images", type=int, default=16)
+    ap.add_argument("--out", default="results/digits_edit.md", help="markdown table; its grid goes next to it")
+    ap.add_argument("--root", default="results/runs/digits_edit", help="run folders (leaderboard.csv inside)")
     a = ap.parse_args()
-    stem = "digits_edit"
-    base = ["+experiment=digits_edit", f"dataset.n={a.images}", "run.progress=false", f"run.root=results/runs/{stem}",
-            f"run.leaderboard=results/runs/{stem}/leaderboard.csv"]
+    stem, out = "digits_edit", Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    base = ["+experiment=digits_edit", f"dataset.n={a.images}", "run.progress=false", f"run.root={a.root}",
+            f"run.leaderboard={a.root}/leaderboard.csv"]
     x, labels = digits_tensors("test")
     threes = x[labels == 3][: a.images]
     before = edit_scores(load_classifier("models.digits_classifier:logits"), threes, 8)["target_acc"].mean().item()
@@ -55,11 +58,11 @@ def main():
              "3s; source condition = class 3, target = class 8, the model's CFG 2.0 so 2 NFE per evaluation, 50 steps). "
              "target_acc: fraction the digits classifier calls an 8 (the unedited 3s: "
              f"{before:.2f}); psnr/ssim: fidelity to the source 3. CPU, one thread, shared cores.", ""]
-    lines = run_table(base, EDITORS, title, stem, COLS, tasks=["edit"])
+    lines = run_table(base, EDITORS, title, stem, COLS, tasks=["edit"], out_dir=str(out.parent))
     # the grid's measurement row is that of the last cell: the SR×4 source of the last two rows
     lines = [ln.replace("rows: truth, measurement,", "rows: the source, the SR×4 measurement (input of the last two "
                         "rows; the others edit the source itself),") for ln in lines]
-    Path(f"results/{stem}.md").write_text("\n".join(lines) + "\n")
+    out.write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

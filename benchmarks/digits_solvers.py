@@ -25,6 +25,7 @@ import torchvision  # noqa: E402
 from harness.cache import MeasurementCache  # noqa: E402
 from harness.cli import compose  # noqa: E402
 from harness.records import RunDir  # noqa: E402
+from harness.report import markdown_table  # noqa: E402
 from harness.runner import cell_config, run_cell  # noqa: E402
 from metrics.image import to01  # noqa: E402
 
@@ -52,21 +53,22 @@ LATENT = [("pinv", "pinv", [], {}),
 COLS = ["psnr", "ssim", "nfe", "vjp", "decode_vjp", "sec_per_sample"]
 
 
-def run_table(base: list, solvers: list, title: list, stem: str, cols=COLS, tasks=TASKS):
-    """One cell per (task, solver); returns the markdown lines and writes results/<stem>_<task>.png."""
+def run_table(base: list, solvers: list, title: list, stem: str, cols=COLS, tasks=TASKS, out_dir: str = "results"):
+    """One cell per (task, solver); returns the markdown lines and writes <out_dir>/<stem>_<task>.png."""
     lines = title
     for task in tasks:
-        lines += [f"## {task}", "", "| solver | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
-        rows, shown_rows = [], []
+        lines += [f"## {task}", ""]
+        rows, shown_rows, table = [], [], []
         for shown, name, over, per_task in solvers:
             if task in per_task and per_task[task] is None:
                 continue
             cfg = compose([*base, f"task={task}", f"solver={name}", *over, *per_task.get(task, [])])
             shown_rows.append(shown)
             s = run_cell(cfg)
-            lines.append(f"| {shown} | " + " | ".join(f"{s.get(c, float('nan')):.4g}" for c in cols) + " |")
+            table.append([shown, *(f"{s.get(c, float('nan')):.4g}" for c in cols)])
             rows.append(torch.stack(list(RunDir(cfg.run.root, s["run"]).reconstructions().values())))
             print(task, shown, [f"{s.get(c, float('nan')):.4g}" for c in cols], flush=True)
+        lines.append(markdown_table(["solver", *cols], table).rstrip("\n"))
         from harness.build import build_cell  # the truths and measurements the cells saw
         cell = build_cell(cfg)
         ids = cell.dataset.ids
@@ -75,20 +77,25 @@ def run_table(base: list, solvers: list, title: list, stem: str, cols=COLS, task
                                         int(cfg.seed)).measure(cell.task, x, ids)
         grid = torch.cat([x, cell.task.bind(params).display(y), *[r[: len(ids)] for r in rows]])
         grid = torch.nn.functional.interpolate(to01(torch.nan_to_num(grid)), scale_factor=3, mode="nearest")
-        torchvision.utils.save_image(grid, f"results/{stem}_{task}.png", nrow=len(ids), padding=2, pad_value=1)
+        torchvision.utils.save_image(grid, str(Path(out_dir) / f"{stem}_{task}.png"), nrow=len(ids), padding=2, pad_value=1)
         lines += ["", f"![{task}]({stem}_{task}.png) rows: truth, measurement, then "
                   + ", ".join(shown_rows), ""]
     return lines
 
 
 def main():
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description="Every solver of a digits world; writes only where told.")
     ap.add_argument("--images", type=int, default=8)
     ap.add_argument("--latent", action="store_true", help="the latent solvers on model=digits_latent")
+    ap.add_argument("--out", help="markdown table; its grids go next to it "
+                                  "(default results/digits_solvers.md or results/digits_latent_solvers.md)")
+    ap.add_argument("--root", help="run folders (default results/runs/<stem>; its leaderboard.csv inside)")
     a = ap.parse_args()
     model, stem = ("digits_latent", "digits_latent_solvers") if a.latent else ("digits", "digits_solvers")
+    out, root = Path(a.out or f"results/{stem}.md"), a.root or f"results/runs/{stem}"
+    out.parent.mkdir(parents=True, exist_ok=True)
     base = ["dataset=digits", f"model={model}", f"dataset.n={a.images}", "run.num_samples=1", "run.progress=false",
-            f"run.root=results/runs/{stem}", f"run.leaderboard=results/runs/{stem}/leaderboard.csv"]
+            f"run.root={root}", f"run.leaderboard={root}/leaderboard.csv"]
     if a.latent:
         base.append("run.prompt=null")
         solvers = LATENT
@@ -105,8 +112,8 @@ def main():
                  "", f"`OMP_NUM_THREADS=1 python benchmarks/digits_solvers.py --images {a.images}` — each cell is "
                  f"`python run.py {' '.join(base[:3])} task=<task> solver=<solver>` with the solver's defaults "
                  "(DAPS: 50×2 levels/ODE steps, 50 Langevin steps). CPU, 2 cores shared with other jobs when measured.", ""]
-    lines = run_table(base, solvers, title, stem, COLS if a.latent else COLS[:4] + COLS[5:])
-    Path(f"results/{stem}.md").write_text("\n".join(lines) + "\n")
+    lines = run_table(base, solvers, title, stem, COLS if a.latent else COLS[:4] + COLS[5:], out_dir=str(out.parent))
+    out.write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

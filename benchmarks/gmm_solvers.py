@@ -1,6 +1,7 @@
 """Every pixel solver on the exact GMM world (inpaint_box, sr4, deblur_gauss_circ): results/gmm_solvers.md.
 
-    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python benchmarks/gmm_solvers.py
+    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python benchmarks/gmm_solvers.py [--out results/gmm_solvers.md]
+        [--root results/runs] [--leaderboard results/gmm_leaderboard.csv] [--tasks inpaint_box,sr4] [--solvers dps,ddrm]
 
 Each cell is `python run.py dataset=gmm model=gmm run.num_samples=16 dataset.n=8 metrics.n_ref=512 task=T solver=S
 [extra]` composed with harness.cli.compose and run with harness.runner.run_cell; rows go to
@@ -8,12 +9,14 @@ results/gmm_leaderboard.csv. metrics.n_ref=512 (not 2048) keeps the exact-poster
 """
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from harness.cli import compose  # noqa: E402
+from harness.report import markdown_table  # noqa: E402
 from harness.runner import run_cell  # noqa: E402
 
 TASKS = ["inpaint_box", "sr4", "deblur_gauss_circ"]
@@ -28,28 +31,40 @@ SOLVERS = [
                                           "inpaint_box": ["solver.lr=5e-5"]}),  # official box-inpainting lr
     ("freedom", "freedom", {}), ("mcg", "mcg", {}),
 ]
-BASE = ["dataset=gmm", "model=gmm", "run.num_samples=16", "dataset.n=8", "metrics.n_ref=512",
-        "run.root=results/runs", "run.leaderboard=results/gmm_leaderboard.csv", "run.progress=false"]
+BASE = ["dataset=gmm", "model=gmm", "run.num_samples=16", "dataset.n=8", "metrics.n_ref=512", "run.progress=false"]
 COLS = ["sw2", "sw2_floor", "mean_err", "mean_err_floor", "psnr", "nfe", "vjp", "sec_per_sample"]
 
 
-def main():
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description="Every pixel solver on the exact GMM world; writes only where told.")
+    ap.add_argument("--out", default="results/gmm_solvers.md", help="markdown table (default %(default)s)")
+    ap.add_argument("--root", default="results/runs", help="run folders (default %(default)s)")
+    ap.add_argument("--leaderboard", default="results/gmm_leaderboard.csv", help="rows (default %(default)s)")
+    ap.add_argument("--tasks", default=",".join(TASKS), help="comma-separated (default %(default)s)")
+    ap.add_argument("--solvers", default=None, help="comma-separated names of SOLVERS (default: all)")
+    return ap.parse_args(argv)
+
+
+def main(argv=None):
+    a = parse_args(argv)
+    base = [*BASE, f"run.root={a.root}", f"run.leaderboard={a.leaderboard}"]
+    chosen = [s for s in SOLVERS if a.solvers is None or s[0] in a.solvers.split(",")]
     lines = ["# Solvers on the exact GMM world (16×16 digits mixture, σ_y = 0.05 on [-1,1])", "",
              "Command: `OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python benchmarks/gmm_solvers.py` — each cell is",
              f"`python run.py {' '.join(BASE)} task=<task> solver=<solver> [overrides]`", "",
              "8 images × 16 samples per cell; mean over images. CPU (2 shared cores), float32. "
              "sw2 / mean_err against the exact posterior; *_floor is what exact samples score at the same N.", ""]
-    for task in TASKS:
-        lines += [f"## {task}", "", "| solver | overrides | " + " | ".join(COLS) + " |",
-                  "|---|---|" + "---|" * len(COLS)]
-        for name, conf, extra in SOLVERS:
+    for task in a.tasks.split(","):
+        rows = []
+        for name, conf, extra in chosen:
             over = extra.get("*", []) + extra.get(task, [])
-            row = run_cell(compose([*BASE, f"task={task}", f"solver={conf}", *over]))
+            row = run_cell(compose([*base, f"task={task}", f"solver={conf}", *over]))
             vals = [f"{row.get(c, float('nan')):.4g}" for c in COLS]
-            lines.append(f"| {name} | {' '.join(over) or '—'} | " + " | ".join(vals) + " |")
+            rows.append([name, " ".join(over) or "—", *vals])
             print(task, name, vals, flush=True)
-        lines.append("")
-    Path("results/gmm_solvers.md").write_text("\n".join(lines) + "\n")
+        lines += [f"## {task}", "", markdown_table(["solver", "overrides", *COLS], rows)]
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -42,8 +42,11 @@ def psnr(a, b):
 
 
 def table(prior, truth, cond, n, methods, dtypes):
-    lines = ["| method | steps | dtype | rel. L2 error of the state | max abs error | PSNR of D(ẑ) vs D(z) (dB) "
-             "| NFE per image |", "|---|---|---|---|---|---|---|"]
+    from harness.report import markdown_table
+
+    head = ["method", "steps", "dtype", "rel. L2 error of the state", "max abs error", "PSNR of D(ẑ) vs D(z) (dB)",
+            "NFE per image"]
+    rows = []
     for name, fn in methods.items():
         for steps in (10, 50):
             for dtype in dtypes:
@@ -57,10 +60,10 @@ def table(prior, truth, cond, n, methods, dtypes):
                     back, z = back.detach().double(), truth.double()
                     img = psnr(p.decode(back.to(dtype)).double(), p.decode(z.to(dtype)).double())
                 err = ((back - z).norm() / z.norm()).item()
-                lines.append(f"| {name} | {steps} | {str(dtype)[6:]} | {err:.2e} | {(back - z).abs().max().item():.2e} "
-                             f"| {img:.1f} | {nfe:.0f} |")
-                print(lines[-1], flush=True)
-    return lines
+                rows.append([name, steps, str(dtype)[6:], f"{err:.2e}", f"{(back - z).abs().max().item():.2e}",
+                             f"{img:.1f}", f"{nfe:.0f}"])
+                print(rows[-1], flush=True)
+    return markdown_table(head, rows).rstrip("\n").split("\n")
 
 
 def latent_priors():

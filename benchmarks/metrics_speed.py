@@ -61,9 +61,11 @@ def main():
     res["FID + KID maths, 1000 x 2048-d (per set)"] = clock(
         lambda: (fidlib.frechet_distance(*fidlib.stats(f), *fidlib.stats(f[::-1] + 0.1)), fidlib.kid(f, f + 0.1)))[0]
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {B} images x {N} samples")
-    print("| what | seconds per image (per set for FID/KID) | vs solver |\n|---|---|---|")
-    for k, v in res.items():
-        print(f"| {k} | {v:.4g} | {v / res[next(iter(res))]:.2%} |")
+    from harness.report import markdown_table
+
+    first = res[next(iter(res))]
+    print(markdown_table(["what", "seconds per image (per set for FID/KID)", "vs solver"],
+                         [[k, f"{v:.4g}", f"{v / first:.2%}"] for k, v in res.items()]), end="")
 
 
 if __name__ == "__main__":

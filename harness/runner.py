@@ -16,7 +16,7 @@ from tqdm import tqdm
 from harness.build import Cell, build_cell
 from harness.cache import MeasurementCache
 from harness.grid import save_grid
-from harness.loggers import check_logger, log_run
+from harness.loggers import check_logger, log_batch, log_run, start_run
 from harness.records import RunDir, atomic_write_csv, check_leaderboard, git_commit, upsert_leaderboard
 from harness.scoring import Scorer, condition, score_image, set_metrics
 from harness.validate import check_cell
@@ -179,6 +179,7 @@ def run_cell(cfg: DictConfig, *, after_batch=None) -> dict:
     name = run_name(cfg, cell)
     rd = RunDir(cfg.run.root, name)
     rd.claim(cell_key(cfg, cell), OmegaConf.to_yaml(cfg, resolve=True))
+    start_run(cfg, name)  # W&B (logger=wandb): per-batch rows, running means; a cell that raises shows as crashed
 
     seed, N = int(cfg.seed), int(cfg.run.num_samples)
     prior, task, solver, dataset = cell.prior, cell.task, cell.solver, cell.dataset
@@ -227,6 +228,7 @@ def run_cell(cfg: DictConfig, *, after_batch=None) -> dict:
         for r in rows:  # time spent scoring, per sample (kept apart from the solver's sec_per_sample)
             r["metric_sec_per_sample"] = (time.perf_counter() - t1) / n
         rd.write_batch(rows, {"ids": [str(i) for i in ids], "x_hat": x_hat[:, 0].clone()})
+        log_batch(rows, x_hat)
         bar.update(len(ids))
         if after_batch is not None:
             after_batch(k)

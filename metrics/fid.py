@@ -148,14 +148,48 @@ def save_feats(path: str, feats: np.ndarray):
     os.replace(tmp, path)
 
 
-def set_metrics(recon_feats: np.ndarray, ref: dict, which, subsets=100, subset_size=1000) -> dict:
-    """FID and/or KID of reconstructions' features against a reference {'feats'?, 'mu', 'sigma'}."""
-    out = {}
+def fid_bootstrap_std(recon_feats: np.ndarray, mu2, sigma2, n_boot: int = 50, seed: int = 0) -> float:
+    """Std of FID over bootstrap resamples of the reconstructions (the reference fixed). Uses the low-rank form
+    tr(Σ2^½ Σ1 Σ2^½)^½ = Σ sqrt eig(A Aᵀ/(n−1)), A = (X − x̄) Σ2^½, an n×n problem, so it is cheap for any D."""
+    n = len(recon_feats)
+    if n < 3:
+        return float("nan")
+    r2 = _psd_sqrt(np.atleast_2d(sigma2).astype(np.float64))
+    mu2 = np.atleast_1d(mu2).astype(np.float64)
+    tr2 = float(np.trace(sigma2))
+    g, vals = np.random.default_rng(seed), []
+    for _ in range(n_boot):
+        x = recon_feats[g.integers(0, n, n)].astype(np.float64)
+        xc = x - x.mean(0)
+        a = xc @ r2
+        cross = np.sqrt(np.clip(np.linalg.eigvalsh(a @ a.T / (n - 1)), 0, None)).sum()
+        d = x.mean(0) - mu2
+        vals.append(d @ d + (xc ** 2).sum() / (n - 1) + tr2 - 2 * cross)
+    return float(np.std(vals))
+
+
+def kid_jackknife_std(recon_feats: np.ndarray, ref_feats: np.ndarray) -> float:
+    """Jackknife std (leave one reconstruction out) of the unbiased MMD²: the spread KID's subsets cannot give
+    when one subset holds every image. (A bootstrap would duplicate rows, which biases MMD² upwards.)"""
+    n = len(recon_feats)
+    if n < 3 or len(ref_feats) < 2:
+        return float("nan")
+    vals = np.array([mmd2_unbiased(np.delete(recon_feats, i, 0), ref_feats) for i in range(n)])
+    return float(np.sqrt((n - 1) / n * ((vals - vals.mean()) ** 2).sum()))
+
+
+def set_metrics(recon_feats: np.ndarray, ref: dict, which, subsets=100, subset_size=1000, n_boot: int = 50) -> dict:
+    """FID and/or KID of reconstructions' features against a reference {'feats'?, 'mu', 'sigma'}, with their
+    spreads (`fid_std`: bootstrap over reconstructions; `kid_std`: over subsets; `kid_jack_std`: jackknife) and the
+    feature dimension `fid_dim` (N below it makes the covariance singular: reports warn)."""
+    out = {"fid_dim": int(recon_feats.shape[1])}
     if "fid" in which:
         mu, sigma = stats(recon_feats)
         out["fid"] = frechet_distance(mu, sigma, ref["mu"], ref["sigma"]) if len(recon_feats) > 1 else float("nan")
+        out["fid_std"] = fid_bootstrap_std(recon_feats, ref["mu"], ref["sigma"], n_boot)
     if "kid" in which:
         if "feats" not in ref:
             raise ConfigError("KID needs reference features, not only statistics; use metrics.fid_reference=truths.")
         out["kid"], out["kid_std"] = kid(recon_feats, ref["feats"], subsets, subset_size)
+        out["kid_jack_std"] = kid_jackknife_std(recon_feats, ref["feats"]) if len(recon_feats) <= 2048 else float("nan")
     return out

@@ -144,18 +144,16 @@ def test_sweep_aggregate_rebuilds_the_leaderboard_and_tables(make_cfg, tmp_path)
     for solver in ("pinv", "exact"):
         run_cell(make_cfg(f"solver={solver}", "dataset.n=2", "run.num_samples=2"))
     out = tmp_path / "lb2.csv"
-    pivot = sweep.aggregate(str(tmp_path / "runs"), str(out), ["psnr"])
-    assert "| solver | inpaint_box |" in pivot and "| exact |" in pivot and "| pinv |" in pivot
-    long = sweep.aggregate(str(tmp_path / "runs"), str(out), ["sw2", "mean_err"])
-    assert "| task | solver | sw2 | mean_err |" in long
+    text = sweep.aggregate(str(tmp_path / "runs"), str(out), ["psnr"], resamples=200)
+    assert "| solver | psnr ↑ |" in text and "| exact |" in text and "| pinv |" in text
     assert len(pd.read_csv(out)) == 2
     with pytest.raises(ConfigError, match="not a summary column"):
         sweep.aggregate(str(tmp_path / "runs"), str(out), ["nope"])
     rep = tmp_path / "report"
-    text = sweep.aggregate(str(tmp_path / "runs"), str(rep / "lb.csv"), ["psnr", "sw2"], str(rep))
-    assert "| solver | inpaint_box psnr ↑ | inpaint_box sw2 ↓ |" in text and "| **" in text  # best in bold
+    text = sweep.aggregate(str(tmp_path / "runs"), None, ["psnr", "sw2"], str(rep), reference="pinv", resamples=200)
+    assert "| solver | psnr ↑ | Δpsnr vs pinv | sw2 ↓ | Δsw2 vs pinv |" in text
     tex = (rep / "table.tex").read_text()
-    assert "\\textbf{" in tex and "\\begin{tabular}" in tex
-    assert (rep / "quality_vs_nfe_inpaint_box.png").stat().st_size > 1000
-    lb = pd.read_csv(rep / "lb.csv")
-    assert len(lb) == 2 and " ± " in text  # mean ± std over images in the table; the leaderboard holds summary rows
+    assert "\\begin{tabular}" in tex
+    assert (rep / "index.html").stat().st_size > 1000 and (rep / "world0_grid.png").exists()
+    lb = pd.read_csv(rep / "leaderboard.csv")
+    assert len(lb) == 2 and set(lb["world"]) == {0}
