@@ -209,9 +209,8 @@ def run_cell(cfg: DictConfig, *, after_batch=None) -> dict:
     bar = tqdm(total=len(dataset.ids), initial=len(dataset.ids) - len(todo), desc=name, unit="img",
                disable=not cfg.run.progress)
     t_start = time.perf_counter()
-    for k, start in enumerate(range(0, len(todo), per_batch)):
-        ids = todo[start: start + per_batch]
-        x, captions = dataset.batch(ids)
+    batches = [todo[s: s + per_batch] for s in range(0, len(todo), per_batch)]  # decoded ahead by num_workers threads
+    for k, (ids, (x, captions)) in enumerate(zip(batches, dataset.batches(batches, int(cfg.compute.num_workers)))):
         params, y, keys = cache.measure(task, x, ids)
         bound = task.bind(params).repeat(N).to(cell.device, cell.dtype)
         y_n = y.repeat_interleave(N, 0).to(cell.device, cell.dtype)
