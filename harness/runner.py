@@ -6,6 +6,7 @@ import json
 import math
 import os
 import resource
+import sys
 import time
 from datetime import datetime, timezone
 
@@ -224,6 +225,8 @@ def run_cell(cfg: DictConfig, *, after_batch=None) -> dict:
         if cell.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(cell.device)
         _sync(cell.device)
+        if k == 0 and os.environ.get("DIFFINV_STARTUP_CPU"):  # CPU seconds from process start to the first solve
+            print(f"startup_cpu_s={time.process_time():.3f}", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         x_hat = solver.solve(prior, bound, y_n, gens, cond)
         _sync(cell.device)
