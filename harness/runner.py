@@ -5,6 +5,7 @@ import hashlib
 import json
 import math
 import resource
+import sys
 import time
 from datetime import datetime, timezone
 
@@ -33,6 +34,7 @@ SUMMARY_STD = (*PER_SAMPLE, "psnr_best", *(f"{m}_bestpsnr" for m in PER_SAMPLE[1
 OUTSIDE = {
     "run": ("name", "root", "leaderboard", "cache", "grid_images", "progress"),
     "compute": ("device", "batch_size", "num_workers", "compile", "channels_last", "tf32"),
+    "metrics": ("weights_dir",),  # where the metric weight files are read (their bytes are the libraries')
     "logger": None,  # the whole node: where rows are also sent
     "names": None,   # the chosen config names: they label the run (its name's prefix), the values are hashed
 }
@@ -192,9 +194,8 @@ def run_cell(cfg: DictConfig, *, after_batch=None) -> dict:
     bar = tqdm(total=len(dataset.ids), initial=len(dataset.ids) - len(todo), desc=name, unit="img",
                disable=not cfg.run.progress)
     t_start = time.perf_counter()
-    for k, start in enumerate(range(0, len(todo), per_batch)):
-        ids = todo[start: start + per_batch]
-        x, captions = dataset.batch(ids)
+    batches = [todo[s: s + per_batch] for s in range(0, len(todo), per_batch)]  # decoded ahead by num_workers threads
+    for k, (ids, (x, captions)) in enumerate(zip(batches, dataset.batches(batches, int(cfg.compute.num_workers)))):
         params, y, keys = cache.measure(task, x, ids)
         bound = task.bind(params).repeat(N).to(cell.device, cell.dtype)
         y_n = y.repeat_interleave(N, 0).to(cell.device, cell.dtype)
@@ -206,6 +207,8 @@ def run_cell(cfg: DictConfig, *, after_batch=None) -> dict:
         if cell.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(cell.device)
         _sync(cell.device)
+        if k == 0 and os.environ.get("DIFFINV_STARTUP_CPU"):  # CPU seconds from process start to the first solve
+            print(f"startup_cpu_s={time.process_time():.3f}", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         x_hat = solver.solve(prior, bound, y_n, gens, cond)
         _sync(cell.device)

@@ -35,7 +35,9 @@ class Scorer:
 
     def __init__(self, cfg: DictConfig, cell: Cell):
         m = cfg.metrics
-        self.lpips = (LPIPS(list(m.lpips), cell.device, bool(m.lpips_random_backbone), int(m.lpips_min_size))
+        self.weights = m.get("weights_dir")  # where metric weights are read (a path: not in the identity)
+        self.lpips = (LPIPS(list(m.lpips), cell.device, bool(m.lpips_random_backbone), int(m.lpips_min_size),
+                            folder=self.weights)
                       if m.get("lpips") else None)
         self.set = [str(k) for k in (m.get("set") or [])]
         unknown = sorted(set(self.set) - set(SET_METRICS))
@@ -43,7 +45,7 @@ class Scorer:
             raise ConfigError(f"unknown per-set metric {', '.join(unknown)}; metrics.set takes any of {list(SET_METRICS)}.")
         if self.set:
             self.features, self.mode = str(m.fid_features), str(m.fid_mode)
-            fidlib.check_features(self.features, self.mode)
+            fidlib.check_features(self.features, self.mode, self.weights)
             self.reference = str(m.fid_reference)
             self.reference_file = fidlib.reference_path(cfg.run.cache, self.reference)
             self.kid_args = (int(m.kid_subsets), int(m.kid_subset_size))
@@ -101,7 +103,7 @@ def set_metrics(cfg, cell, rd: RunDir, df: pd.DataFrame, scorer: Scorer) -> dict
     ids = [i for i in cell.dataset.ids if str(i) in recon]
     ok = set(df.loc[df["status"] == "ok", "image_id"]) if len(df) else set()
     ids = [i for i in ids if str(i) in ok and torch.isfinite(recon[str(i)]).all()]
-    extract = fidlib.load_features(scorer.features, scorer.mode, scorer.device)
+    extract = fidlib.load_features(scorer.features, scorer.mode, scorer.device, scorer.weights)
     if scorer.reference_file is None:  # this run's truths; their features are cached per (split, ids, extractor)
         key = {"dataset": cell.dataset.describe(), "ids": [str(i) for i in ids], "features": scorer.features,
                "mode": scorer.mode, "shape": list(cell.task.image_shape)}

@@ -5,7 +5,8 @@ clean-fid's own resizing) or from any callable mapping [-1,1] images to feature 
 (`metrics.fid_features=module:function`, e.g. the digits classifier). The distances are computed
 here from the features (Fréchet distance; unbiased polynomial-kernel MMD² for KID), agreeing with
 clean-fid's `frechet_distance` / `kernel_distance` on the same features. Weights are never
-downloaded: a missing file is a ConfigError before compute.
+downloaded: a missing file is a ConfigError before compute. They are read from `metrics.weights_dir`
+(or $DIFFINV_WEIGHTS_DIR) when set, else from clean-fid's own location (/tmp) and torch hub's cache.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import platform
 import numpy as np
 import torch
 
-from metrics import import_callable
+from metrics import hub_checkpoints, import_callable, weights_dir
 from tasks.errors import ConfigError
 from tasks.rng import generator
 
@@ -26,30 +27,36 @@ INCEPTION_TS = "inception-2015-12-05.pt"               # clean, legacy_tensorflo
 INCEPTION_PT = "pt_inception-2015-12-05-6726825d.pth"  # legacy_pytorch: pytorch-fid's weights (torch hub)
 
 
-def inception_file(mode: str) -> str:
+def inception_file(mode: str, folder: str | None = None) -> str:
+    """The Inception weight file of a mode: in `weights_dir(folder)` when one is set, else where clean-fid reads it."""
+    name = INCEPTION_PT if mode == "legacy_pytorch" else INCEPTION_TS
+    folder = weights_dir(folder)
+    if folder is not None:
+        return os.path.join(folder, name)
     if mode == "legacy_pytorch":
-        return os.path.join(torch.hub.get_dir(), "checkpoints", INCEPTION_PT)
-    return os.path.join("./" if platform.system() == "Windows" else "/tmp", INCEPTION_TS)  # where clean-fid reads it
+        return os.path.join(torch.hub.get_dir(), "checkpoints", name)
+    return os.path.join("./" if platform.system() == "Windows" else "/tmp", name)
 
 
-def check_features(features: str, mode: str):
+def check_features(features: str, mode: str, folder: str | None = None):
     """Validate the feature extractor's name, mode and weights before compute."""
     if mode not in MODES:
         raise ConfigError(f"unknown metrics.fid_mode {mode!r}; choose one of {', '.join(MODES)}.")
     if features == "inception":
-        path = inception_file(mode)
+        path = inception_file(mode, folder)
         if not os.path.exists(path):
             raise ConfigError(f"FID/KID ({mode}) needs the Inception weights {os.path.basename(path)} in "
-                              f"{os.path.dirname(path)}/ (offline: copy it there, or use metrics=default).")
+                              f"{os.path.dirname(path)}/ (offline: copy it there, or point metrics.weights_dir or "
+                              f"$DIFFINV_WEIGHTS_DIR at the folder that holds it, or use metrics=default).")
     elif ":" not in features:
         raise ConfigError(f"metrics.fid_features must be 'inception' or 'module:function', not {features!r}.")
 
 
-def load_features(features: str, mode: str = "clean", device="cpu"):
+def load_features(features: str, mode: str = "clean", device="cpu", folder: str | None = None):
     """A function [-1,1] images [B,C,H,W] -> numpy features [B,D]."""
-    check_features(features, mode)
+    check_features(features, mode, folder)
     if features == "inception":
-        return InceptionFeatures(mode, device)
+        return InceptionFeatures(mode, device, folder)
     fn = import_callable(features, "metrics.fid_features")
 
     @torch.no_grad()
@@ -61,12 +68,19 @@ def load_features(features: str, mode: str = "clean", device="cpu"):
 class InceptionFeatures:
     """clean-fid's pipeline for in-memory images: uint8, its mode's resizer, its Inception."""
 
-    def __init__(self, mode: str, device="cpu"):
+    def __init__(self, mode: str, device="cpu", folder: str | None = None):
         from cleanfid.features import build_feature_extractor
+        from cleanfid.inception_torchscript import InceptionV3W
         from cleanfid.resize import build_resizer
 
         self.mode, self.device = mode, torch.device(device)
-        self.model = build_feature_extractor(mode, self.device, use_dataparallel=False)
+        folder = weights_dir(folder)
+        if folder is not None and mode != "legacy_pytorch":  # clean-fid's own builder reads /tmp only
+            self.model = InceptionV3W(folder, download=False, resize_inside=mode == "legacy_tensorflow")
+            self.model = self.model.to(self.device).eval()
+        else:  # legacy_pytorch reads torch hub's checkpoints folder, pointed at `folder` when one is set
+            with hub_checkpoints(folder):
+                self.model = build_feature_extractor(mode, self.device, use_dataparallel=False)
         self.resize = build_resizer(mode)
 
     @torch.no_grad()

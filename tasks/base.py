@@ -24,6 +24,8 @@ class Task:
         self.noise: Noise = make_noise(noise)
         self.params: dict[str, torch.Tensor] = {}
         self._cache: dict = {}  # derived from params (e.g. the SVD); a bound task's params never change
+        self.device, self.dtype = None, None  # where `to` placed this task (None: where it was built)
+        self._host = None  # the task `to` moved this one from: its SVD is computed there, then moved once
 
     # -- capabilities, checked by solvers before any compute -------------------------------------
     @property
@@ -52,11 +54,20 @@ class Task:
         bound = copy.copy(self)
         bound.params = dict(params)
         bound._cache = {}
+        bound._host = None
         return bound
 
     def to(self, device, dtype=None) -> "Task":
-        return self.bind({k: v.to(device=device, dtype=dtype if v.is_floating_point() else None)
-                          for k, v in self.params.items()})
+        """This task with its params and every tensor it holds (kernels, resize matrices, tables) on
+        `device`, floating ones in `dtype`; its SVD (`cached_svd`) is computed on the host and moved
+        once, so the operator and its SVD copy nothing between devices per call."""
+        bound = self.bind({k: place(v, device, dtype) for k, v in self.params.items()})
+        for name, v in vars(self).items():
+            if isinstance(v, torch.Tensor):
+                setattr(bound, name, place(v, device, dtype))
+        bound._host = self._host or self
+        bound.device, bound.dtype = torch.device(device), dtype
+        return bound
 
     def repeat(self, n: int) -> "Task":
         """Each image's parameters repeated n times in a row (for n samples per measurement)."""
@@ -83,6 +94,15 @@ class Task:
         return {}
 
 
+def place(t: torch.Tensor, device, dtype=None) -> torch.Tensor:
+    """t on device; a floating t in dtype (a complex one in dtype's complex counterpart); indices keep theirs."""
+    if dtype is None or not (t.is_floating_point() or t.is_complex()):
+        return t.to(device=device)
+    if t.is_complex():
+        dtype = torch.complex128 if dtype == torch.float64 else torch.complex64
+    return t.to(device=device, dtype=dtype)
+
+
 class SVD:
     """A = U diag(s) Vᵀ, per sample. Coefficients are flat: Vᵀx is [B, d], Uᵀy is [B, m], and the
     first k = s.shape[1] entries of each pair with the singular values s (zeros allowed)."""
@@ -103,6 +123,14 @@ class SVD:
 
     def singulars(self) -> torch.Tensor:  # [B, k], k <= min(m, d)
         raise NotImplementedError
+
+    def to(self, device, dtype=None) -> "SVD":
+        """A copy whose factors, index tensors and singular values live on device (floating ones in dtype)."""
+        out = copy.copy(self)
+        for name, v in vars(self).items():
+            if isinstance(v, torch.Tensor):
+                setattr(out, name, place(v, device, dtype))
+        return out
 
     def A(self, x):
         """U diag(s) Vᵀ x, to check a decomposition against its operator."""
@@ -228,7 +256,10 @@ class LinearTask(Task):
         """`svd()` computed once per bound task: solvers call pinv every step, and the dense fallback
         costs a per-sample d×d SVD (0.5 s for 8 reflect-padded motion-blurred 16×16 images)."""
         if "svd" not in self._cache:
-            self._cache["svd"] = self.svd()
+            svd = self._host.cached_svd() if self._host is not None else self.svd()
+            if svd is not None and self.device is not None:
+                svd = svd.to(self.device, self.dtype)
+            self._cache["svd"] = svd
         return self._cache["svd"]
 
     def pinv(self, y: torch.Tensor) -> torch.Tensor:

@@ -80,6 +80,11 @@ class Edit(Task):
         bound.inner = self.inner.bind(params)
         return bound
 
+    def to(self, device, dtype=None):
+        bound = super().to(device, dtype)
+        bound.inner = self.inner.to(device, dtype)
+        return bound
+
     def A(self, x):
         return self.inner.A(x)
 

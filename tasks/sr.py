@@ -27,6 +27,7 @@ class PoolSVD(SVD):
         self.h, self.w = H // f, W // f
         self.m = C * self.h * self.w
         self.basis = block_basis(f)
+        self.s = torch.full((1, self.m), 1.0 / f, dtype=self.basis.dtype)
 
     def _blocks(self, x):
         B, C, f = x.shape[0], self.shape[0], self.f
@@ -49,7 +50,7 @@ class PoolSVD(SVD):
         return c.reshape(c.shape[0], self.shape[0], self.h, self.w)
 
     def singulars(self):
-        return torch.full((1, self.m), 1.0 / self.f, dtype=self.basis.dtype)
+        return self.s
 
 
 class AvgPoolSR(LinearTask):

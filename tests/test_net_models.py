@@ -5,6 +5,7 @@ import time
 import pytest
 import torch
 
+from data.base import Dataset
 from models.diffusers_pixel import DiffusersPixelPrior
 from solvers.dps import DPS
 from tasks.errors import ConfigError
@@ -131,7 +132,7 @@ def test_sample_prediction_and_bad_dtype_are_config_errors(tmp_path, pixel_dir):
 
 
 # -- the compute group ---------------------------------------------------------------------------
-class TinyImages:
+class TinyImages(Dataset):
     """Seeded smooth random images for a network prior (the harness's dataset interface)."""
 
     name, split = "tiny_images", "test"
