@@ -24,7 +24,7 @@ import tempfile
 
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
-from harness.cli import CONF_DIR, GROUPS, add_names, check_overrides
+from harness.cli import CONF_DIR, GROUPS, check_overrides
 from tasks.errors import ConfigError
 from tasks.noise import NOISE_PARAMS
 
