@@ -15,22 +15,29 @@ SPACINGS = ("adm", "leading", "trailing", "linspace", "quad")
 def timesteps(T: int, steps: int, spacing: str = "adm") -> list[int]:
     """Descending integer timesteps (length `steps`) into a T-step schedule.
 
-    adm      - guided-diffusion's space_timesteps(T, "S"): round(i·(T-1)/(S-1)), includes 0 and T-1
+    adm      - guided-diffusion's space_timesteps(T, "S") (respace.py): a float index advanced by the stride
+               (T-1)/(S-1) and rounded (Python round) at each step; includes 0 and T-1
     leading  - diffusers "leading" / LDM: i·(T//S), so the last step is 0 and T-1 is not hit
     trailing - diffusers "trailing": round(T - i·T/S) - 1, includes T-1
     linspace - round(linspace(0, T-1, S))
-    quad     - DiffPIR's skip_type 'quad': int(√linspace(0, T², S)), last point T-1 (dense near t = T)
+    quad     - DiffPIR's skip_type 'quad': q = int(√linspace(0, T², S)) with the last q lowered by 1 indexes
+               the noise-level table reversed, so t = T-1-q: 999, 899, 857, …, 5, 0 at 100 of 1000 (dense near t = 0)
     """
     if not 1 <= steps <= T:
         raise ConfigError(f"steps must be in 1..{T} for this {T}-step prior, got {steps}; set solver.steps.")
     if spacing == "adm":
-        ts = [0] if steps == 1 else [round(i * (T - 1) / (steps - 1)) for i in range(steps)]
+        stride, idx, ts = (1 if steps == 1 else (T - 1) / (steps - 1)), 0.0, []
+        for _ in range(steps):  # accumulated, not i·stride: the rounding differs at 283 of the 1000 counts
+            ts.append(round(idx))
+            idx += stride
     elif spacing == "leading":
         ts = [i * (T // steps) for i in range(steps)]
     elif spacing == "trailing":
         ts = sorted(round(T - i * T / steps) - 1 for i in range(steps))
     elif spacing == "quad":
-        ts = torch.linspace(0, float(T) ** 2, steps, dtype=torch.float64).sqrt().long().clamp_max(T - 1).tolist()
+        q = torch.linspace(0, float(T) ** 2, steps, dtype=torch.float64).sqrt().long()
+        q[-1] -= 1
+        ts = (T - 1 - q).clamp(0, T - 1).tolist()
         if len(set(ts)) != len(ts):
             raise ConfigError(f"the quad grid repeats timesteps at {steps} steps of {T}; use fewer steps or another spacing.")
     elif spacing == "linspace":
