@@ -3,13 +3,15 @@
 VE view of the VP prior: x = x_VP/√ᾱ at level σ = √((1-ᾱ)/ᾱ), denoiser D(x; σ) = x̂0(√ᾱ x, t(σ)); every
 σ is snapped to the nearest level of the prior's discrete schedule (log scale).
 
-    annealing levels σ_0 > … > σ_{N-1} (EDM poly-7 from σ_max to σ_min), x ~ N(0, σ_0² I)
+    annealing levels σ_0 > … > σ_{N-1}: the first N points of the EDM poly-7 grid of N+1 points from σ_max
+    to σ_min (`annealing_sigmas`, the official scheduler's grid, whose last point it replaces by 0);
+    x ~ N(0, σ_0² I)
     for each level k:
         x̂0 = PF-ODE from σ_k to σ_ode_min, `ode_steps` Euler steps in σ on a poly-7 grid:
              x ← x + (σ' - σ)(x - D(x; σ))/σ                        (ode_steps NFE, no VJP)
         Langevin on x0 targeting exp(-‖A x0 - y‖²/τ²) N(x0; x̂0, σ_k² I), started at x̂0:
              x0 ← x0 + η_k (-∇‖A x0 - y‖²/τ² + (x̂0 - x0)/σ_k²) + √(2η_k) ξ     (gradient through A only)
-             η_k = lr (1 + (k/N)(lr_min_ratio - 1))
+             η_k = lr (1 + k/(N+1) (lr_min_ratio - 1))   (the decay over the official N+1 grid points)
         x = x0 + σ_{k+1} ξ   (no noise after the last level)
     return x0
 
@@ -35,6 +37,12 @@ def poly_sigmas(sigma_max: float, sigma_min: float, n: int, rho: float = 7.0) ->
     return [(a + i / (n - 1) * (b - a)) ** rho for i in range(n)]
 
 
+def annealing_sigmas(sigma_max: float, sigma_min: float, n: int) -> list[float]:
+    """DAPS's n annealing levels: the first n points of the (n+1)-point poly-7 grid (cores/scheduler.py
+    builds num_steps+1 points and replaces the last by 0), so the last level is above σ_min."""
+    return poly_sigmas(sigma_max, sigma_min, n + 1)[:n]
+
+
 class DAPS(Solver):
     name = "daps"
     needs = frozenset({"pixel"})
@@ -52,6 +60,10 @@ class DAPS(Solver):
         self.annealing_steps, self.ode_steps, self.langevin_steps = int(annealing_steps), int(ode_steps), int(langevin_steps)
         self.lr, self.lr_min_ratio, self.tau = float(lr), float(lr_min_ratio), float(tau)
         self.sigma_max, self.sigma_min, self.ode_sigma_min = float(sigma_max), float(sigma_min), float(ode_sigma_min)
+
+    def step_size(self, k: int) -> float:
+        """η_k: linear decay from lr towards lr·lr_min_ratio over the N+1 points of the official grid."""
+        return self.lr * (1 + k / (self.annealing_steps + 1) * (self.lr_min_ratio - 1))
 
     # every name is a step index into the prior's schedule; sigma(t) is its VE level
     @staticmethod
@@ -80,13 +92,13 @@ class DAPS(Solver):
 
     def solve(self, prior, task, y, gens, cond=None):
         levels = self._levels(prior)
-        ts = [self._snap(prior, s) for s in poly_sigmas(self.sigma_max, self.sigma_min, self.annealing_steps)]
+        ts = [self._snap(prior, s) for s in annealing_sigmas(self.sigma_max, self.sigma_min, self.annealing_steps)]
         x = levels[ts[0]].item() * randn(gens, prior.state_shape, dtype=y.dtype, device=y.device)
         for k, t in enumerate(ts):
             sig = levels[t].item()
             with torch.no_grad():
                 x0_hat = self._ode(prior, x, t, cond)
-            eta = self.lr * (1 + k / self.annealing_steps * (self.lr_min_ratio - 1))
+            eta = self.step_size(k)
             x0 = x0_hat.clone()
             for _ in range(self.langevin_steps):
                 x0 = x0.detach().requires_grad_(True)

@@ -7,7 +7,8 @@
         x_s = x'_s − step · ∇_{x_t} ‖y − A(D(x̂0))‖   (1 VJP through the network)
 
 DSG plug-in (`dsg={"enabled": true, "rate": g_r, "interval": k}`; Yang et al., ICML 2024): on every k-th
-step (index 0, k, 2k, …) the guided sample is put on the sphere of radius √n·σ_t around the step mean
+step counting down (the official `idx % interval == 0` with idx = N-1, …, 0, so the last step is always
+guided) the guided sample is put on the sphere of radius √n·σ_t around the step mean
 (`common.dsg_step`), and `scale`/`form` are unused; other steps are unguided and cost no VJP.
 
 On a latent prior (latent DPS) the state is z, D is the VAE decoder and the gradient flows through
@@ -60,8 +61,9 @@ class DPS(Solver):
         x = self.initial_noise(prior, gens, y)
         dsg = self.dsg["enabled"]
         clip = self.clip_x0 and not prior.is_latent
-        for i, (t, s) in enumerate(pairs(timesteps(prior.T, self.steps, self.spacing))):
-            guided = not dsg or i % int(self.dsg["interval"]) == 0
+        grid = pairs(timesteps(prior.T, self.steps, self.spacing))
+        for i, (t, s) in enumerate(grid):
+            guided = not dsg or (len(grid) - 1 - i) % int(self.dsg["interval"]) == 0
             x = x.detach().requires_grad_(guided)
             a_t, a_s = prior.abar(t, x), prior.abar(s, x)
             with torch.set_grad_enabled(guided):

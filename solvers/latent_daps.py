@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import torch
 
-from solvers.daps import DAPS, poly_sigmas
+from solvers.daps import DAPS, annealing_sigmas
 from tasks.errors import ConfigError
 from tasks.rng import randn
 
@@ -74,10 +74,6 @@ class LatentDAPS(DAPS):
         self.grad_clamp = None if grad_clamp is None else float(grad_clamp)
         self.sigma_max, self.sigma_min, self.ode_sigma_min = float(sigma_max), float(sigma_min), float(ode_sigma_min)
 
-    def step_size(self, k: int) -> float:
-        """η_k: linear decay from lr to lr·lr_min_ratio over the N+1 points of the official annealing grid."""
-        return self.lr * (1 + k / (self.annealing_steps + 1) * (self.lr_min_ratio - 1))
-
     def data_grad(self, prior, task, y, z):
         """∇_z ‖A(D(z)) − y‖² per sample (one decode, one decoder VJP), clamped elementwise to [−c, c]."""
         z = z.detach().requires_grad_(True)
@@ -104,7 +100,7 @@ class LatentDAPS(DAPS):
 
     def solve(self, prior, task, y, gens, cond=None):
         levels = self._levels(prior)
-        ts = [self._snap(prior, s) for s in poly_sigmas(self.sigma_max, self.sigma_min, self.annealing_steps + 1)[:-1]]
+        ts = [self._snap(prior, s) for s in annealing_sigmas(self.sigma_max, self.sigma_min, self.annealing_steps)]
         z = levels[ts[0]].item() * randn(gens, prior.state_shape, dtype=y.dtype, device=y.device)
         for k, t in enumerate(ts):
             with torch.no_grad():
