@@ -75,18 +75,52 @@ def ddim_step(x_t, eps, x0, a_t, a_s, eta: float = 0.0, noise=None):
     return x_s
 
 
-def ddpm_step(x_t, x0, a_t, a_s, noise=None, variance: str = "small"):
-    """Ancestral step from q(x_s | x_t, x̂0) of the respaced chain, β' = 1 - ᾱ_t/ᾱ_s (ADM respacing).
+VARIANCES = ("fixed_small", "fixed_large", "learned")
 
-    variance 'small' is β̃ = β'(1-ᾱ_s)/(1-ᾱ_t); 'large' is β' (as ADM's fixed_large, without its
-    first-step substitution).
-    """
+
+def ddpm_variance(a_t, a_s, variance: str = "fixed_small", raw=None):
+    """The variance of an ancestral step t → s ≥ 0 of the respaced chain, β' = 1 - ᾱ_t/ᾱ_s (ADM respacing):
+    fixed_small  β̃ = β'(1-ᾱ_s)/(1-ᾱ_t)
+    fixed_large  β'  (ADM's fixed_large, without its first-step substitution: that step adds no noise)
+    learned      ADM's learned_range: exp(f log β' + (1-f) log β̃), f = (v+1)/2, v the network's raw
+                 variance channels at t (`raw`)."""
+    beta = 1 - a_t / a_s
+    small = beta * (1 - a_s) / (1 - a_t)
+    if variance == "fixed_small":
+        return small
+    if variance == "fixed_large":
+        return beta
+    if variance == "learned":
+        if raw is None:
+            raise ConfigError("variance=learned needs a prior with learned-variance channels (an ADM checkpoint "
+                              "with learn_sigma); set solver.variance=fixed_small.")
+        f = (raw.to(a_t.dtype) + 1) / 2
+        return torch.exp(f * beta.log() + (1 - f) * small.clamp_min(torch.finfo(small.dtype).tiny).log())
+    raise ConfigError(f"unknown variance {variance!r}; set solver.variance to one of {VARIANCES}.")
+
+
+def ddpm_step(x_t, x0, a_t, a_s, noise=None, variance: str = "fixed_small", raw=None):
+    """Ancestral step from q(x_s | x_t, x̂0) of the respaced chain: the posterior mean plus √var ξ
+    (`ddpm_variance`); no noise when `noise` is None (the last step)."""
     beta = 1 - a_t / a_s
     mean = (a_s.sqrt() * beta / (1 - a_t)) * x0 + ((1 - beta).sqrt() * (1 - a_s) / (1 - a_t)) * x_t
     if noise is None:
         return mean
-    var = beta * (1 - a_s) / (1 - a_t) if variance == "small" else beta
-    return mean + var.sqrt() * noise
+    return mean + ddpm_variance(a_t, a_s, variance, raw).sqrt() * noise
+
+
+def learned_variance_channels(prior):
+    """The raw variance channels of the prior's last network call (ADM `learn_sigma`), or None."""
+    return getattr(prior, "last_variance", None)
+
+
+def check_variance(variance: str, prior):
+    """Refuse a variance the prior cannot give, before any compute."""
+    if variance not in VARIANCES:
+        raise ConfigError(f"variance must be one of {VARIANCES}, not {variance!r}; set solver.variance.")
+    if variance == "learned" and not getattr(prior, "config", {}).get("learned_variance", False):
+        raise ConfigError(f"variance=learned needs a prior with learned-variance channels; {prior.name} has none: "
+                          "set solver.variance=fixed_small.")
 
 
 def per_sample_norm(r: torch.Tensor) -> torch.Tensor:

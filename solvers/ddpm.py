@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from solvers.base import Solver
-from solvers.common import ddpm_step, pairs, timesteps
+from solvers.common import VARIANCES, check_variance, ddpm_step, learned_variance_channels, pairs, timesteps
 from tasks.errors import ConfigError
 from tasks.rng import randn
 
@@ -12,10 +12,14 @@ from tasks.rng import randn
 class DDPM(Solver):
     name = "ddpm"
 
-    def __init__(self, steps: int = 1000, variance: str = "small", spacing: str = "adm"):
-        if variance not in ("small", "large"):
-            raise ConfigError(f"DDPM variance must be 'small' or 'large', not {variance!r}; set solver.variance.")
+    def __init__(self, steps: int = 1000, variance: str = "fixed_small", spacing: str = "adm"):
+        if variance not in VARIANCES:
+            raise ConfigError(f"DDPM variance must be one of {VARIANCES}, not {variance!r}; set solver.variance.")
         self.steps, self.variance, self.spacing = int(steps), variance, spacing
+
+    def check(self, prior, task):
+        super().check(prior, task)
+        check_variance(self.variance, prior)
 
     @torch.no_grad()
     def solve(self, prior, task, y, gens, cond=None):
@@ -23,5 +27,6 @@ class DDPM(Solver):
         for t, s in pairs(timesteps(prior.T, self.steps, self.spacing)):
             _, x0 = prior.predict(x, t, cond)
             noise = randn(gens, x.shape[1:], dtype=x.dtype, device=x.device) if s >= 0 else None
-            x = ddpm_step(x, x0, prior.abar(t, x), prior.abar(s, x), noise, self.variance)
+            raw = learned_variance_channels(prior) if self.variance == "learned" else None
+            x = ddpm_step(x, x0, prior.abar(t, x), prior.abar(s, x), noise, self.variance, raw)
         return prior.decode(x)

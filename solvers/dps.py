@@ -15,6 +15,10 @@ On a latent prior (latent DPS) the state is z, D is the VAE decoder and the grad
 D and the UNet: 1 NFE + 1 UNet VJP + 1 decode + 1 decoder VJP per step. `clip_x0` clips only pixel
 x̂0: latents are not confined to [-1,1], so clipping them would distort x̂0 (PSLD does not clip).
 
+Ancestral variance (η = 1): `fixed_small` is DDIM η's σ (β̃ at η = 1); `learned` is ADM's learned_range
+from the checkpoint's variance channels and `fixed_large` is β', both as guided-diffusion's p_sample that the
+official DPS code calls (the official DPS ADM configs: learn_sigma true, so learned); η < 1 needs fixed_small.
+
 Step size forms, both per sample:
     code   step = scale · ∇‖r‖            (official repository: plain norm, `scale` from its configs)
     paper  step = ζ'/‖r‖ · ∇‖r‖²           (paper, App. C); identical to `code` with scale = 2ζ'
@@ -24,7 +28,8 @@ from __future__ import annotations
 import torch
 
 from solvers.base import Solver
-from solvers.common import ddim_sigma, ddim_step, dsg_step, eps_from_x0, pairs, per_sample_norm, timesteps
+from solvers.common import (VARIANCES, check_variance, ddim_sigma, ddim_step, ddpm_step, ddpm_variance, dsg_step,
+                            eps_from_x0, learned_variance_channels, pairs, per_sample_norm, timesteps)
 from tasks.errors import ConfigError
 from tasks.rng import randn
 
@@ -35,7 +40,14 @@ class DPS(Solver):
     name = "dps"
 
     def __init__(self, steps: int = 1000, scale: float = 0.5, form: str = "code", eta: float = 1.0,
-                 clip_x0: bool = True, spacing: str = "adm", dsg: dict | None = None):
+                 clip_x0: bool = True, spacing: str = "adm", dsg: dict | None = None, variance: str = "fixed_small"):
+        if variance not in VARIANCES or (variance != "fixed_small" and eta != 1.0):
+            raise ConfigError(f"DPS variance must be one of {VARIANCES} ({variance!r} given), and learned/fixed_large "
+                              "are DDPM steps (eta = 1); set solver.variance / solver.eta.")
+        if variance == "learned" and (dsg or {}).get("enabled"):
+            raise ConfigError("DSG's sphere radius √n·σ_t needs one σ per step: use solver.variance=fixed_small or "
+                              "fixed_large with DSG.")
+        self.variance = variance
         if form not in FORMS:
             raise ConfigError(f"DPS step-size form must be one of {FORMS}, not {form!r}; set solver.form.")
         if not scale >= 0:
@@ -46,6 +58,10 @@ class DPS(Solver):
         if self.dsg["enabled"] and not (0 <= self.dsg["rate"] <= 1 and int(self.dsg["interval"]) >= 1 and self.eta > 0):
             raise ConfigError("DSG needs 0 <= dsg.rate <= 1, dsg.interval >= 1 and eta > 0 (the sphere's radius is "
                               "√n·σ_t); set solver.dsg.rate / solver.dsg.interval / solver.eta.")
+
+    def check(self, prior, task):
+        super().check(prior, task)
+        check_variance(self.variance, prior)
 
     def guidance(self, x_t, x0, task, y, prior):
         """The data-consistency step for each sample (needs x0 to carry the graph back to x_t)."""
@@ -68,6 +84,7 @@ class DPS(Solver):
             a_t, a_s = prior.abar(t, x), prior.abar(s, x)
             with torch.set_grad_enabled(guided):
                 eps, x0 = prior.predict(x, t, cond)
+                raw = learned_variance_channels(prior) if self.variance == "learned" else None
                 if clip:
                     x0 = x0.clamp(-1, 1)
                 if dsg and guided:
@@ -78,12 +95,14 @@ class DPS(Solver):
                 x0 = x0.detach()
                 eps = eps_from_x0(x, x0, a_t) if clip else eps.detach()
                 noise = randn(gens, x.shape[1:], dtype=x.dtype, device=x.device) if self.eta > 0 and s >= 0 else None
+                if self.variance == "fixed_small":
+                    mean, sigma = ddim_step(x.detach(), eps, x0, a_t, a_s, self.eta, None), ddim_sigma(a_t, a_s, self.eta)
+                else:
+                    mean = ddpm_step(x.detach(), x0, a_t, a_s)
+                    sigma = ddpm_variance(a_t, a_s, self.variance, raw).sqrt() if s >= 0 else None
                 if not dsg:
-                    x = ddim_step(x.detach(), eps, x0, a_t, a_s, self.eta, noise) - step
-                    continue
-                mean = ddim_step(x.detach(), eps, x0, a_t, a_s, self.eta, None)
-                sigma = ddim_sigma(a_t, a_s, self.eta)
-                if noise is None:
+                    x = (mean if noise is None else mean + sigma * noise) - step
+                elif noise is None:
                     x = mean
                 elif guided:
                     x = dsg_step(mean, sigma, noise, grad, float(self.dsg["rate"]))

@@ -147,3 +147,57 @@ def test_graikos_is_unconditional_by_default(monkeypatch):
         Graikos(steps=2, n_inner=1, conditional=conditional).solve(latent, task, y, generators([7], "s"), cond)
         monkeypatch.undo()
         assert all((c is None) == expect_none for _, _, c, _ in log)
+
+
+def test_learned_variance_is_adm_learned_range_on_the_respaced_chain():
+    """guided-diffusion gaussian_diffusion.py p_mean_variance, LEARNED_RANGE, on SpacedDiffusion's betas:
+    min_log = posterior_log_variance_clipped, max_log = log(betas), frac = (v+1)/2."""
+    import numpy as np
+    from models.base import linear_alphas_cumprod
+    from solvers.common import ddpm_variance
+    abar = linear_alphas_cumprod(1000).numpy()
+    use = sorted(_space_timesteps(1000, 25))
+    betas, last = [], 1.0
+    for i in use:  # SpacedDiffusion.__init__
+        betas.append(1 - abar[i] / last)
+        last = abar[i]
+    betas = np.array(betas)
+    ac = np.cumprod(1 - betas)
+    ac_prev = np.append(1.0, ac[:-1])
+    post_var = betas * (1 - ac_prev) / (1 - ac)
+    min_log = np.log(np.append(post_var[1], post_var[1:]))
+    max_log = np.log(betas)
+    g = torch.Generator().manual_seed(0)
+    v = torch.rand(4, generator=g, dtype=torch.float64) * 2 - 1
+    for k in range(1, len(use)):  # respaced index k: t = use[k] → s = use[k-1] (k = 0 adds no noise)
+        frac = (v.numpy() + 1) / 2
+        official = np.exp(frac * max_log[k] + (1 - frac) * min_log[k])
+        a_t, a_s = torch.tensor(abar[use[k]]), torch.tensor(abar[use[k - 1]])
+        ours = ddpm_variance(a_t, a_s, "learned", v)
+        assert np.allclose(ours.numpy(), official, rtol=1e-10)
+        assert torch.allclose(ddpm_variance(a_t, a_s, "fixed_small"), torch.tensor(post_var[k]), rtol=1e-10)
+        assert torch.allclose(ddpm_variance(a_t, a_s, "fixed_large"), torch.tensor(betas[k]), rtol=1e-10)
+
+
+def test_learned_variance_is_read_from_the_prior_and_refused_without_it(prior, tmp_path):
+    from models.diffusers_pixel import DiffusersPixelPrior
+    from solvers.ddpm import DDPM
+    from solvers.dps import DPS
+    from tasks.errors import ConfigError
+    from tasks.inpaint import BoxInpainting
+    from tasks.rng import generators
+    from tests.test_net_models import save_pixel, tiny_unet
+    task = BoxInpainting((1, 16, 16), {"sigma": 0.05}, box=8, margin=1)
+    with pytest.raises(ConfigError, match="learned-variance"):
+        DPS(variance="learned").check(prior, task)
+    with pytest.raises(ConfigError, match="eta = 1"):
+        DPS(variance="learned", eta=0.0)
+    net = DiffusersPixelPrior(save_pixel(tmp_path, tiny_unet(channels=1, learned_variance=True)), dtype="float32")
+    bound = task.bind(task.draw([0], 0))
+    y = bound.measure(torch.zeros(1, 1, 16, 16), generators([0], "noise"))
+    DPS(variance="learned").check(net, bound)
+    outs = {v: DPS(steps=4, variance=v).solve(net, bound, y, generators([0], "s")) for v in
+            ("fixed_small", "fixed_large", "learned")}
+    assert not torch.equal(outs["learned"], outs["fixed_small"]) and not torch.equal(outs["learned"], outs["fixed_large"])
+    a = DDPM(steps=4, variance="learned").solve(net, bound, y, generators([0], "s"))
+    assert torch.isfinite(a).all()
