@@ -64,7 +64,31 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+LOCAL_PATHS = {"model.path": "the model's weights (a converted checkpoint directory or hub id)",
+               "dataset.root": "the folder of test images"}
+
+
+def check_paths(cfg: DictConfig):
+    """Whole-experiment presets leave the machine's paths open: name every one still missing, in one sentence."""
+    missing = []
+    for key in LOCAL_PATHS:
+        group, leaf = key.split(".")
+        node = cfg.get(group)
+        if node is None or leaf not in list(node.keys()):
+            continue
+        try:
+            value = node[leaf]
+        except Exception:  # noqa: BLE001 - a missing value (???) or an unset ${oc.env:VAR,???}
+            value = "???"
+        if value == "???":
+            missing.append(key)
+    if missing:
+        what = " and ".join(f"{k}=<{LOCAL_PATHS[k]}>" for k in missing)
+        raise ConfigError(f"this experiment needs local paths: set {what}.")
+
+
 def check_run_options(cfg: DictConfig):
+    check_paths(cfg)
     if int(cfg.compute.batch_size) < 1:
         raise ConfigError(f"compute.batch_size must be at least 1, got {cfg.compute.batch_size}; set it to 1 or more.")
     if int(cfg.run.num_samples) < 1:
