@@ -201,3 +201,18 @@ def test_learned_variance_is_read_from_the_prior_and_refused_without_it(prior, t
     assert not torch.equal(outs["learned"], outs["fixed_small"]) and not torch.equal(outs["learned"], outs["fixed_large"])
     a = DDPM(steps=4, variance="learned").solve(net, bound, y, generators([0], "s"))
     assert torch.isfinite(a).all()
+
+
+@pytest.mark.parametrize("size,box,margin", [(16, 8, 1), (64, 32, 4), (256, 128, 16), (512, 256, 32)])
+def test_box_defaults_scale_with_the_image_and_presets_keep_pixels(size, box, margin):
+    from harness.build import instantiate
+    from harness.cli import compose
+    from tasks.inpaint import BoxInpainting, FreeFormInpainting
+    t = instantiate("task", compose(["task=inpaint_box"]).task, image_shape=(3, size, size))
+    assert (t.box, t.margin) == (box, margin) and t.describe()["hole_fraction"] == 0.25
+    f = instantiate("task", compose(["task=inpaint_freeform"]).task, image_shape=(3, size, size))
+    assert (f.max_width, f.max_length) == (round(0.1875 * size), round(0.375 * size))
+    p = instantiate("task", compose(["+experiment=dps_ffhq_inpaint_box"]).task, image_shape=(3, 256, 256))
+    assert (p.box, p.margin) == (128, 16)  # DPS's published absolute values
+    with pytest.raises(Exception, match="whole number of pixels"):
+        BoxInpainting((1, 16, 16), box=2.5)
