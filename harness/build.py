@@ -64,8 +64,8 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-LOCAL_PATHS = {"model.path": "the model's weights (a converted checkpoint directory or hub id)",
-               "dataset.root": "the folder of test images"}
+LOCAL_PATHS = {"model.path": ("needs a weights location", "hub id or local directory"),
+               "dataset.root": ("needs the image folder", "folder of test images")}
 
 
 def check_paths(cfg: DictConfig):
@@ -83,8 +83,11 @@ def check_paths(cfg: DictConfig):
         if value == "???":
             missing.append(key)
     if missing:
-        what = " and ".join(f"{k}=<{LOCAL_PATHS[k]}>" for k in missing)
-        raise ConfigError(f"this experiment needs local paths: set {what}.")
+        def label(key):
+            group = key.split(".")[0]
+            return f"{group} {cfg.get('names', {}).get(group) or cfg[group].get('name', '')} {LOCAL_PATHS[key][0]}"
+        what = " and ".join(f"{k}=<{LOCAL_PATHS[k][1]}>" for k in missing)
+        raise ConfigError(f"{' and '.join(label(k) for k in missing)}: set {what}.")
 
 
 def check_run_options(cfg: DictConfig):
