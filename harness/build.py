@@ -77,7 +77,8 @@ def check_compute(cfg: DictConfig, device: torch.device) -> dict:
         raise ConfigError("compute.dtype=float16 needs a CUDA device (CPU half-precision convolutions are "
                           "unsupported or slow); use compute.dtype=bfloat16 or float32 on cpu.")
     networked = _accepts(cfg.model, "dtype")  # network priors take the dtype to run their network in
-    if networked and dtype == "float64":
+    supports64 = networked and bool(getattr(get_object(cfg.model._target_), "float64", False))
+    if networked and dtype == "float64" and not supports64:
         raise ConfigError(f"model {model} runs its network in float32, bfloat16 or float16, float64 is for exact "
                           "priors; set compute.dtype=float32.")
     if not networked and dtype in HALF:

@@ -22,6 +22,7 @@ from harness.loggers import check_logger, log_batch, log_run, start_run
 from harness.records import RunDir, atomic_write_csv, check_leaderboard, git_commit, upsert_leaderboard
 from harness.scoring import Scorer, condition, score_image, set_metrics
 from harness.validate import check_cell
+from metrics.roundtrip import roundtrip_errors
 from tasks.errors import ConfigError
 from tasks.rng import generator
 
@@ -217,10 +218,13 @@ def run_cell(cfg: DictConfig, *, after_batch=None) -> dict:
         n = len(ids) * N
         cost = {k2: v / n for k2, v in prior.cost.snapshot().items()}
         peak = torch.cuda.max_memory_allocated(cell.device) / 2 ** 20 if cell.device.type == "cuda" else math.nan
+        roundtrip = roundtrip_errors(prior, x_hat.detach(), y_n) if task.name == "inversion" else {}
 
         x_hat = x_hat.detach().float().cpu().reshape(len(ids), N, *x.shape[1:])
         t1 = time.perf_counter()
         extra = scorer.per_sample(x_hat, x)
+        for j in range(len(ids)):  # inversion: round-trip errors in the solver's dtype, per sample
+            extra[j].update({k: v.reshape(len(ids), N)[j] for k, v in roundtrip.items()})
         rows = []
         for j, image_id in enumerate(ids):
             post = prior.posterior(task.bind(params).index([j]), y[j: j + 1]) if exact else None

@@ -151,9 +151,36 @@ def _writable(key: str, path, is_file: bool):
         raise ConfigError(f"{key}={path} is not writable; choose a writable file.")
 
 
+LOCAL_PATHS = {"model.path": ("needs a weights location", "hub id or local directory"),
+               "dataset.root": ("needs the image folder", "folder of test images")}
+
+
+def check_paths(cfg: DictConfig):
+    """Whole-experiment presets leave the machine's paths open: name every one still missing, in one sentence."""
+    missing = []
+    for key in LOCAL_PATHS:
+        group, leaf = key.split(".")
+        node = cfg.get(group)
+        if node is None or leaf not in list(node.keys()):
+            continue
+        try:
+            value = node[leaf]
+        except Exception:  # noqa: BLE001 - a missing value (???) or an unset ${oc.env:VAR,???}
+            value = "???"
+        if value == "???":
+            missing.append(key)
+    if missing:
+        def label(key):
+            group = key.split(".")[0]
+            return f"{group} {cfg.get('names', {}).get(group) or cfg[group].get('name', '')} {LOCAL_PATHS[key][0]}"
+        what = " and ".join(f"{k}=<{LOCAL_PATHS[k][1]}>" for k in missing)
+        raise ConfigError(f"{' and '.join(label(k) for k in missing)}: set {what}.")
+
+
 def check_config(cfg: DictConfig, given: set = frozenset()):
     """Types and ranges of the declared keys, the solvers' step counts, the noise, compute and output paths.
     Normalises the noise mappings in place (see `normalise_noise`)."""
+    check_paths(cfg)  # a whole-experiment preset without this machine's model.path / dataset.root
     for key, (want, minimum, nullable) in DECLARED.items():
         value = OmegaConf.select(cfg, key, default=_MISSING)
         if value is not _MISSING:

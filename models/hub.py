@@ -14,7 +14,7 @@ import torch
 
 from tasks.errors import ConfigError
 
-NET_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+NET_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 
 
 def net_dtype(name: str, model: str) -> torch.dtype:

@@ -29,6 +29,7 @@ PATTERNS = ("model_index.json", "*/config.json", "*/diffusion_pytorch_model.safe
 
 
 class LatentPrior(Prior):
+    float64 = True  # VAE and UNet run in float64 (compute.dtype=float64): exactness and round-trip checks
     is_latent = True
 
     def __init__(self, path: str, name: str | None = None, dtype: str = "float32", guidance_scale: float = 1.0):

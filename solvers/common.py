@@ -16,22 +16,29 @@ SPACINGS = ("adm", "leading", "trailing", "linspace", "quad")
 def timesteps(T: int, steps: int, spacing: str = "adm") -> list[int]:
     """Descending integer timesteps (length `steps`) into a T-step schedule.
 
-    adm      - guided-diffusion's space_timesteps(T, "S"): round(i·(T-1)/(S-1)), includes 0 and T-1
+    adm      - guided-diffusion's space_timesteps(T, "S") (respace.py): a float index advanced by the stride
+               (T-1)/(S-1) and rounded (Python round) at each step; includes 0 and T-1
     leading  - diffusers "leading" / LDM: i·(T//S), so the last step is 0 and T-1 is not hit
     trailing - diffusers "trailing": round(T - i·T/S) - 1, includes T-1
     linspace - round(linspace(0, T-1, S))
-    quad     - DiffPIR's skip_type 'quad': int(√linspace(0, T², S)), last point T-1 (dense near t = T)
+    quad     - DiffPIR's skip_type 'quad': q = int(√linspace(0, T², S)) with the last q lowered by 1 indexes
+               the noise-level table reversed, so t = T-1-q: 999, 899, 857, …, 5, 0 at 100 of 1000 (dense near t = 0)
     """
     if not 1 <= steps <= T:
         raise ConfigError(f"steps must be in 1..{T} for this {T}-step prior, got {steps}; set solver.steps.")
     if spacing == "adm":
-        ts = [0] if steps == 1 else [round(i * (T - 1) / (steps - 1)) for i in range(steps)]
+        stride, idx, ts = (1 if steps == 1 else (T - 1) / (steps - 1)), 0.0, []
+        for _ in range(steps):  # accumulated, not i·stride: the rounding differs at 283 of the 1000 counts
+            ts.append(round(idx))
+            idx += stride
     elif spacing == "leading":
         ts = [i * (T // steps) for i in range(steps)]
     elif spacing == "trailing":
         ts = sorted(round(T - i * T / steps) - 1 for i in range(steps))
     elif spacing == "quad":
-        ts = torch.linspace(0, float(T) ** 2, steps, dtype=torch.float64).sqrt().long().clamp_max(T - 1).tolist()
+        q = torch.linspace(0, float(T) ** 2, steps, dtype=torch.float64).sqrt().long()
+        q[-1] -= 1
+        ts = (T - 1 - q).clamp(0, T - 1).tolist()
         if len(set(ts)) != len(ts):
             raise ConfigError(f"the quad grid repeats timesteps at {steps} steps of {T}; use fewer steps or another spacing.")
     elif spacing == "linspace":
@@ -47,6 +54,18 @@ def poly_sigmas(sigma_max: float, sigma_min: float, n: int, rho: float = 7.0) ->
         return [sigma_max]
     a, b = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
     return [(a + i / (n - 1) * (b - a)) ** rho for i in range(n)]
+
+
+def annealing_sigmas(sigma_max: float, sigma_min: float, n: int) -> list[float]:
+    """DAPS's n annealing levels: the first n points of the (n+1)-point poly-7 grid (the official
+    cores/scheduler.py builds num_steps+1 points and replaces the last by 0), so the last level is above σ_min."""
+    return poly_sigmas(sigma_max, sigma_min, n + 1)[:n]
+
+
+def annealing_step_size(lr: float, lr_min_ratio: float, n: int, k: int) -> float:
+    """DAPS's Langevin step size at level k: linear decay from lr towards lr·lr_min_ratio over the n+1 points
+    of the official grid (so the last of the n levels used is not at lr·lr_min_ratio)."""
+    return lr * (1 + k / (n + 1) * (lr_min_ratio - 1))
 
 
 def pf_ode(prior, x, t_from: int, cond, sigma_end: float, steps: int, snap_end: bool = True):
@@ -99,18 +118,52 @@ def ddim_step(x_t, eps, x0, a_t, a_s, eta: float = 0.0, noise=None):
     return x_s
 
 
-def ddpm_step(x_t, x0, a_t, a_s, noise=None, variance: str = "small"):
-    """Ancestral step from q(x_s | x_t, x̂0) of the respaced chain, β' = 1 - ᾱ_t/ᾱ_s (ADM respacing).
+VARIANCES = ("fixed_small", "fixed_large", "learned")
 
-    variance 'small' is β̃ = β'(1-ᾱ_s)/(1-ᾱ_t); 'large' is β' (as ADM's fixed_large, without its
-    first-step substitution).
-    """
+
+def ddpm_variance(a_t, a_s, variance: str = "fixed_small", raw=None):
+    """The variance of an ancestral step t → s ≥ 0 of the respaced chain, β' = 1 - ᾱ_t/ᾱ_s (ADM respacing):
+    fixed_small  β̃ = β'(1-ᾱ_s)/(1-ᾱ_t)
+    fixed_large  β'  (ADM's fixed_large, without its first-step substitution: that step adds no noise)
+    learned      ADM's learned_range: exp(f log β' + (1-f) log β̃), f = (v+1)/2, v the network's raw
+                 variance channels at t (`raw`)."""
+    beta = 1 - a_t / a_s
+    small = beta * (1 - a_s) / (1 - a_t)
+    if variance == "fixed_small":
+        return small
+    if variance == "fixed_large":
+        return beta
+    if variance == "learned":
+        if raw is None:
+            raise ConfigError("variance=learned needs a prior with learned-variance channels (an ADM checkpoint "
+                              "with learn_sigma); set solver.variance=fixed_small.")
+        f = (raw.to(a_t.dtype) + 1) / 2
+        return torch.exp(f * beta.log() + (1 - f) * small.clamp_min(torch.finfo(small.dtype).tiny).log())
+    raise ConfigError(f"unknown variance {variance!r}; set solver.variance to one of {VARIANCES}.")
+
+
+def ddpm_step(x_t, x0, a_t, a_s, noise=None, variance: str = "fixed_small", raw=None):
+    """Ancestral step from q(x_s | x_t, x̂0) of the respaced chain: the posterior mean plus √var ξ
+    (`ddpm_variance`); no noise when `noise` is None (the last step)."""
     beta = 1 - a_t / a_s
     mean = (a_s.sqrt() * beta / (1 - a_t)) * x0 + ((1 - beta).sqrt() * (1 - a_s) / (1 - a_t)) * x_t
     if noise is None:
         return mean
-    var = beta * (1 - a_s) / (1 - a_t) if variance == "small" else beta
-    return mean + var.sqrt() * noise
+    return mean + ddpm_variance(a_t, a_s, variance, raw).sqrt() * noise
+
+
+def learned_variance_channels(prior):
+    """The raw variance channels of the prior's last network call (ADM `learn_sigma`), or None."""
+    return getattr(prior, "last_variance", None)
+
+
+def check_variance(variance: str, prior):
+    """Refuse a variance the prior cannot give, before any compute."""
+    if variance not in VARIANCES:
+        raise ConfigError(f"variance must be one of {VARIANCES}, not {variance!r}; set solver.variance.")
+    if variance == "learned" and not getattr(prior, "config", {}).get("learned_variance", False):
+        raise ConfigError(f"variance=learned needs a prior with learned-variance channels; {prior.name} has none: "
+                          "set solver.variance=fixed_small.")
 
 
 def per_sample_norm(r: torch.Tensor) -> torch.Tensor:

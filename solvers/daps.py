@@ -4,13 +4,15 @@ VE view of the VP prior (`Prior.sigma`, `sigma_to_t`, `denoise`): x = x_VP/√�
 denoiser D(x; σ) = x̂0(√ᾱ x, t(σ)); every σ is snapped to the nearest level of the prior's discrete
 schedule (log scale).
 
-    annealing levels σ_0 > … > σ_{N-1} (EDM poly-7 from σ_max to σ_min), x ~ N(0, σ_0² I)
+    annealing levels σ_0 > … > σ_{N-1}: the first N points of the EDM poly-7 grid of N+1 points from σ_max
+    to σ_min (`annealing_sigmas`, the official scheduler's grid, whose last point it replaces by 0);
+    x ~ N(0, σ_0² I)
     for each level k:
         x̂0 = PF-ODE from σ_k to σ_ode_min, `ode_steps` Euler steps in σ on a poly-7 grid:
              x ← x + (σ' - σ)(x - D(x; σ))/σ                        (ode_steps NFE, no VJP)
         Langevin on x0 targeting exp(-‖A x0 - y‖²/τ²) N(x0; x̂0, σ_k² I), started at x̂0:
              x0 ← x0 + η_k (-∇‖A x0 - y‖²/τ² + (x̂0 - x0)/σ_k²) + √(2η_k) ξ     (gradient through A only)
-             η_k = lr (1 + (k/N)(lr_min_ratio - 1))
+             η_k = lr (1 + k/(N+1) (lr_min_ratio - 1))   (the decay over the official N+1 grid points)
         x = x0 + σ_{k+1} ξ   (no noise after the last level)
     return x0
 
@@ -24,7 +26,7 @@ from __future__ import annotations
 import torch
 
 from solvers.base import Solver
-from solvers.common import loss_grad, pf_ode, poly_sigmas, sample_noise
+from solvers.common import annealing_sigmas, annealing_step_size, loss_grad, pf_ode, sample_noise
 from tasks.errors import ConfigError
 from tasks.rng import randn
 
@@ -47,16 +49,19 @@ class DAPS(Solver):
         self.lr, self.lr_min_ratio, self.tau = float(lr), float(lr_min_ratio), float(tau)
         self.sigma_max, self.sigma_min, self.ode_sigma_min = float(sigma_max), float(sigma_min), float(ode_sigma_min)
 
+    def step_size(self, k: int) -> float:
+        return annealing_step_size(self.lr, self.lr_min_ratio, self.annealing_steps, k)
+
     # every name is a step index into the prior's schedule; prior.sigmas[t] is its VE level (host floats)
     def solve(self, prior, task, y, gens, cond=None):
         levels = prior.sigmas
-        ts = [prior.sigma_to_t(s) for s in poly_sigmas(self.sigma_max, self.sigma_min, self.annealing_steps)]
+        ts = [prior.sigma_to_t(s) for s in annealing_sigmas(self.sigma_max, self.sigma_min, self.annealing_steps)]
         x = levels[ts[0]] * randn(gens, prior.state_shape, dtype=y.dtype, device=y.device)
         for k, t in enumerate(ts):
             sig = levels[t]
             with torch.no_grad():
                 x0_hat = pf_ode(prior, x, t, cond, self.ode_sigma_min, self.ode_steps, self.snap_ode_end)
-            eta = self.lr * (1 + k / self.annealing_steps * (self.lr_min_ratio - 1))
+            eta = self.step_size(k)
             x0 = x0_hat.clone()
             data = lambda v: (task.A(prior.decode(v)) - y).flatten(1).square().sum(1) / self.tau ** 2  # noqa: E731
             for _ in range(self.langevin_steps):

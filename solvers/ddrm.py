@@ -3,12 +3,14 @@
 Everything happens in the SVD basis of A = U diag(s) Vᵀ, in VE scale: x̄ = Vᵀx/√ᾱ with noise level
 σ_t = √((1-ᾱ_t)/ᾱ_t), ȳ_i = (Uᵀy)_i / s_i, and the measurement noise of ȳ_i is σ_y / s_i.
 
-    x̄_T: s_i = 0 or σ_T < σ_y/s_i: σ_T ξ;   otherwise ȳ_i + √(σ_T² - σ_y²/s_i²) ξ
+    x̄_T: s_i σ_T > σ_y: ȳ_i + √(σ_T² - σ_y²/s_i²) ξ;   otherwise σ_T ξ
     for t → s on the grid (descending; s = -1 is σ = 0):
         x̂0 = E[x0 | x_t]; x̄0 = Vᵀx̂0; ε̄ = (x̄_t - x̄0)/σ_t          (1 NFE, no VJP)
-        s_i = 0            x̄_s = x̄0 + √(1-η²) σ_s ε̄ + η σ_s ξ
-        σ_s < σ_y/s_i      x̄_s = x̄0 + √(1-η²) σ_s (ȳ_i - x̄0)/(σ_y/s_i) + η σ_s ξ
-        σ_s ≥ σ_y/s_i      x̄_s = η_b ȳ_i + (1-η_b) x̄0 + √(σ_s² - η_b² σ_y²/s_i²) ξ
+        s_i σ_s > σ_y      x̄_s = η_b ȳ_i + (1-η_b) x̄0 + √(σ_s² - η_b² σ_y²/s_i²) ξ   (noisier than ȳ_i)
+        s_i σ_s < σ_y      x̄_s = x̄0 + √(1-η²) σ_s (ȳ_i - x̄0)/(σ_y/s_i) + η σ_s ξ     (less noisy)
+        otherwise          x̄_s = x̄0 + √(1-η²) σ_s ε̄ + η σ_s ξ                       (s_i = 0, or equality)
+        (strict comparisons as the official code: with σ_y = 0 the last step, σ_s = 0, is the third case and
+        returns x̄0 on observed coefficients too)
         x_s = √ᾱ_s V x̄_s
     return x_{-1} = V x̄0 of the last step
 
@@ -40,8 +42,8 @@ class DDRM(Solver):
         free = x0b + (1 - eta ** 2) ** 0.5 * sig_s * epsb + eta * sig_s * noise
         quieter = x0b + (1 - eta ** 2) ** 0.5 * sig_s * safe_div(ybar - x0b, ny) + eta * sig_s * noise
         louder = eta_b * ybar + (1 - eta_b) * x0b + (sig_s ** 2 - (eta_b * ny) ** 2).clamp_min(0).sqrt() * noise
-        seen = s > 0
-        return torch.where(~seen, free, torch.where(sig_s >= ny, louder, quieter))
+        seen = s > 0  # the official cases cover the singular values only; unobserved coefficients are free
+        return torch.where(seen & (s * sig_s > sy), louder, torch.where(seen & (s * sig_s < sy), quieter, free))
 
     @torch.no_grad()
     def solve(self, prior, task, y, gens, cond=None):
@@ -53,7 +55,7 @@ class DDRM(Solver):
         sig_T = prior.sigma(grid[0][0], flat)
         ny = safe_div(torch.full_like(s, sy), s)
         xi = randn(gens, (d,), dtype=y.dtype, device=y.device)
-        xb = torch.where((s > 0) & (sig_T >= ny), ybar + (sig_T ** 2 - ny ** 2).clamp_min(0).sqrt() * xi, sig_T * xi)
+        xb = torch.where((s > 0) & (s * sig_T > sy), ybar + (sig_T ** 2 - ny ** 2).clamp_min(0).sqrt() * xi, sig_T * xi)
         for t, s_ in grid:
             x = svd.V(xb * prior.abar(t, flat).sqrt())
             eps, x0 = prior.predict(x, t, cond)

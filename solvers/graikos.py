@@ -22,6 +22,9 @@ Ancestral variance β̃ = β_t(1 − ᾱ_s)/(1 − ᾱ_t) with the single-step �
 official code (`variance: code`), or the strided DDPM posterior variance (`variance: ddim`, DDIM η = 1).
 Cost per step: 1 + 2·n_inner NFEs (×2 under CFG), zero UNet VJPs; decoder direction adds n_inner
 decodes + decoder VJPs.
+
+Unconditional by default, as the official notebooks (an empty prompt, no class): `conditional: true` uses
+the run's prompt (run.prompt) instead, a variant of ours.
 """
 from __future__ import annotations
 
@@ -43,7 +46,7 @@ class Graikos(Solver):
 
     def __init__(self, steps: int = 20, n_inner: int = 5, lr_start: float = 0.5, lr_end: float = 0.1,
                  h: float = 0.005, direction: str = "auto", variance: str = "code", spacing: str = "leading",
-                 cfg_scale: float | None = 1.0):
+                 conditional: bool = False, cfg_scale: float | None = 1.0):
         self.set_cfg_scale(cfg_scale)
         if direction not in DIRECTIONS:
             raise ConfigError(f"Graikos direction must be one of {DIRECTIONS}, not {direction!r}; set solver.direction.")
@@ -53,6 +56,7 @@ class Graikos(Solver):
             raise ConfigError(f"Graikos needs n_inner >= 0 and h > 0, got {n_inner} and {h}; set solver.n_inner/h.")
         self.steps, self.n_inner, self.lr_start, self.lr_end = int(steps), int(n_inner), float(lr_start), float(lr_end)
         self.h, self.direction, self.variance, self.spacing = float(h), direction, variance, spacing
+        self.conditional = bool(conditional)
 
     def _direction(self, task) -> str:
         if self.direction == "auto":
@@ -88,6 +92,7 @@ class Graikos(Solver):
     def solve(self, prior, task, y, gens, cond=None):
         cond = self.condition(cond)
         kind = self._direction(task)
+        cond = cond if self.conditional else None  # the official protocol is unconditional
         if kind == "mask":
             m_z, z_y = self.latent_mask(task, y, prior), prior.encode(task.At(y))
         lrs = torch.linspace(self.lr_start, self.lr_end, self.n_inner).tolist()

@@ -38,7 +38,7 @@ from __future__ import annotations
 import torch
 
 from solvers.base import Solver
-from solvers.common import loss_grad, pf_ode, poly_sigmas
+from solvers.common import annealing_sigmas, annealing_step_size, loss_grad, pf_ode
 from tasks.errors import ConfigError
 from tasks.rng import randn
 
@@ -76,8 +76,7 @@ class LatentDAPS(Solver):
         self.sigma_max, self.sigma_min, self.ode_sigma_min = float(sigma_max), float(sigma_min), float(ode_sigma_min)
 
     def step_size(self, k: int) -> float:
-        """η_k: linear decay from lr to lr·lr_min_ratio over the N+1 points of the official annealing grid."""
-        return self.lr * (1 + k / (self.annealing_steps + 1) * (self.lr_min_ratio - 1))
+        return annealing_step_size(self.lr, self.lr_min_ratio, self.annealing_steps, k)
 
     def data_grad(self, prior, task, y, z):
         """∇_z ‖A(D(z)) − y‖² per sample (one decode, one decoder VJP), clamped elementwise to [−c, c]."""
@@ -102,7 +101,7 @@ class LatentDAPS(Solver):
 
     def solve(self, prior, task, y, gens, cond=None):
         levels = prior.sigmas
-        ts = [prior.sigma_to_t(s) for s in poly_sigmas(self.sigma_max, self.sigma_min, self.annealing_steps + 1)[:-1]]
+        ts = [prior.sigma_to_t(s) for s in annealing_sigmas(self.sigma_max, self.sigma_min, self.annealing_steps)]
         z = levels[ts[0]] * randn(gens, prior.state_shape, dtype=y.dtype, device=y.device)
         for k, t in enumerate(ts):
             with torch.no_grad():

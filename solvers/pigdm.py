@@ -5,15 +5,18 @@ data of unit variance), so its score is
 
     g = (∂x̂0/∂x_t)ᵀ Aᵀ (r_t² AAᵀ + σ_y² I)⁻¹ (y - A x̂0)                      (1 NFE + 1 VJP)
 
-    x_T ~ N(0, I)
+    x_T = √ᾱ_T A⁺y + √(1-ᾱ_T) ξ   (`init: pinv`, the reference code; `init: noise` is x_T ~ N(0, I))
     for t → s on the grid (descending):
         ε̂, x̂0 = net(x_t);  g as above  (the inverse through the SVD, conjugate gradients without one)
-        score + w·g, by Tweedie:  x̂0 ← x̂0 + w (1-ᾱ_t)/√ᾱ_t g,   ε̂ ← (x_t - √ᾱ_t x̂0)/√(1-ᾱ_t)
+        score + w·g, by Tweedie:  x̂0 ← x̂0 + w (1-ᾱ_t)/√ᾱ_t g
+        inpainting (`replace_observed`, the reference code): x̂0 ← (1-m) ⊙ x̂0 + m ⊙ y (so g acts on the hole only)
+        ε̂ ← (x_t - √ᾱ_t x̂0)/√(1-ᾱ_t)
         x_s = DDIM step (η) with (ε̂, x̂0)
 
 The guidance is a correction of the score (w = 1: the paper's guided score), which makes ΠGDM exact
 (up to time discretisation) when x0 ~ N(μ, I): then Cov[x0 | x_t] = r_t² I and p(y | x_t) is exactly
-the Gaussian above. Defaults: 100 steps (paper), η = 1 (RED-diff's ΠGDM scripts), w = 1.
+the Gaussian above. Defaults: 100 steps (paper), η = 1 (RED-diff's ΠGDM scripts), w = 1. The reference
+code is NVlabs/RED-diff algos/pgdm.py (@ cdf18c9): `initialize` and the 'in2' (inpainting) replacement.
 
 x̂0 is clipped to [-1,1] after the correction (`clip_x0`, pixel priors only; guided-diffusion's
 `clip_denoised`, as in DPS). Without it every image of the learned digits DDPM diverges: at t ≈ T the
@@ -40,7 +43,11 @@ class PiGDM(Solver):
     needs_because = {"svd": "ΠGDM with inverse=svd needs a task with an SVD; {task} has none here: set solver.inverse=cg."}
 
     def __init__(self, steps: int = 100, eta: float = 1.0, scale: float = 1.0, inverse: str = "auto",
-                 cg_iters: int = 50, spacing: str = "adm", clip_x0: bool = True):
+                 cg_iters: int = 50, spacing: str = "adm", clip_x0: bool = True, init: str = "pinv",
+                 replace_observed: bool = True):
+        if init not in ("pinv", "noise"):
+            raise ConfigError(f"ΠGDM init must be 'pinv' or 'noise', not {init!r}; set solver.init.")
+        self.init, self.replace_observed = init, bool(replace_observed)
         if inverse not in INVERSES:
             raise ConfigError(f"ΠGDM inverse must be one of {INVERSES}, not {inverse!r}; set solver.inverse.")
         if not 0 <= eta <= 1:
@@ -74,9 +81,14 @@ class PiGDM(Solver):
     def solve(self, prior, task, y, gens, cond=None):
         use_svd = self.inverse == "svd" or (self.inverse == "auto" and task.has_svd)
         svd, s, _ = svd_coefficients(task, y) if use_svd else (None, None, None)
+        grid = pairs(timesteps(prior.T, self.steps, self.spacing))
         x = self.initial_noise(prior, gens, y)
+        if self.init == "pinv":
+            a_T = prior.abar(grid[0][0], x)
+            x = a_T.sqrt() * task.pinv(y) + (1 - a_T).sqrt() * x
+        mask = task.mask if self.replace_observed and "mask" in task.provides else None
         flat = y.new_zeros(y.shape[0], 1)
-        for t, s_ in pairs(timesteps(prior.T, self.steps, self.spacing)):
+        for t, s_ in grid:
             a_t, a_s = prior.abar(t, x), prior.abar(s_, x)
             r2 = (1 - prior.abar(t, flat))
             x = x.detach().requires_grad_(True)
@@ -89,6 +101,8 @@ class PiGDM(Solver):
                 x0 = x0.detach() + self.scale * (1 - a_t) / a_t.sqrt() * g
                 if self.clip_x0 and not prior.is_latent:
                     x0 = x0.clamp(-1, 1)
+                if mask is not None:
+                    x0 = (1 - mask) * x0 + mask * y
                 eps = eps_from_x0(x, x0, a_t)
                 noise = sample_noise(gens, x) if self.eta > 0 and s_ >= 0 else None
                 x = ddim_step(x, eps, x0, a_t, a_s, self.eta, noise)

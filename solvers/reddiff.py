@@ -10,7 +10,7 @@
         loss_noise = mean_p sg(ε̂ - ε)_p μ_p                   (mean over pixels; sg = stop-gradient)
         loss = λ w(t) loss_noise + v loss_obs,  w(t) from the SNR weighting (linear: √(1-ᾱ_t)/√ᾱ_t)
         Adam step on μ (the gradient only goes through A)
-    return μ
+    return μ as it was before the last Adam step (the official `x0_pred`, the iterate the last loss saw)
 
 Losses are per-sample means summed over the batch, and Adam is elementwise, so a sample's result does
 not depend on its batch. Defaults: `reddiff.yaml` (NVlabs/RED-diff @ 66482f2): λ = 0.25, v = 1,
@@ -84,7 +84,8 @@ class REDDiff(Solver):
                 loss_noise = ((eps - noise) * mu).flatten(1).sum(1) / n
                 w = self.lam * snr_weight(self.weighting, prior.sigma(t, mu)).reshape(-1)
                 loss = (w * loss_noise + self.obs_weight * loss_obs).sum()
+            x0_pred = mu.detach().clone()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        return prior.decode(mu.detach())
+        return prior.decode(x0_pred)

@@ -66,17 +66,34 @@ class MaskTask(LinearTask):
         return y * self.mask
 
 
+def pixels(value, size: int, what: str) -> int:
+    """A length given in pixels (an integer >= 0) or as a fraction of the image side (a number in (0, 1)),
+    so one default fits 16, 64, 256 and 512 px while presets keep published absolute sizes."""
+    v = float(value)
+    if 0 < v < 1:
+        return max(1, round(v * size))
+    if v < 0 or v != int(v):
+        raise ConfigError(f"{what} must be a whole number of pixels or a fraction of the image side in (0, 1), "
+                          f"got {value!r}; fix it in the task config.")
+    return int(v)
+
+
 class BoxInpainting(MaskTask):
     """A square hole of side `box`: at a random position at least `margin` from the border (DPS:
-    128 px, margin 16, on 256 px; DAPS: margin 32) or centred; per image or one mask for all."""
+    128 px, margin 16, on 256 px; DAPS: margin 32) or centred; per image or one mask for all.
+    `box` and `margin` are pixels, or fractions of the shorter side (0.5 and 1/16 give DPS's 128/16 at 256 px)."""
 
     name = "inpaint_box"
 
-    def __init__(self, image_shape, noise=None, box: int = 8, margin: int = 1,
+    def __init__(self, image_shape, noise=None, box: float = 0.5, margin: float = 0.0625,
                  placement: str = "random", shared: bool = False):
         super().__init__(image_shape, noise)
         _, H, W = self.image_shape
-        self.box, self.margin, self.placement, self.shared = int(box), int(margin), placement, bool(shared)
+        if float(box) <= 0:
+            raise ConfigError(f"box size must be >= 1 pixel or a fraction in (0, 1), got {box}; fix task.box.")
+        self.box_spec, self.margin_spec = box, margin
+        self.box, self.margin = pixels(box, min(H, W), "task.box"), pixels(margin, min(H, W), "task.margin")
+        self.placement, self.shared = placement, bool(shared)
         if placement not in ("random", "centred"):
             raise ConfigError(f"box placement must be 'random' or 'centred', not {placement!r}; set task.placement.")
         if self.box < 1 or self.margin < 0:
@@ -161,12 +178,14 @@ class FreeFormInpainting(MaskTask):
 
     name = "inpaint_freeform"
 
-    def __init__(self, image_shape, noise=None, strokes: int = 4, max_width: int = 3, max_length: int = 6,
-                 hole=(0.1, 0.4)):
+    def __init__(self, image_shape, noise=None, strokes: int = 4, max_width: float = 0.1875,
+                 max_length: float = 0.375, hole=(0.1, 0.4)):
         super().__init__(image_shape, noise)
-        self.strokes, self.max_width, self.max_length = int(strokes), int(max_width), int(max_length)
-        self.lo, self.hi = _fraction_range(list(hole), "free-form hole fraction task.hole")
         _, H, W = self.image_shape
+        side = min(H, W)  # widths and lengths: pixels, or fractions of the shorter side (3 and 6 px at 16 px)
+        self.strokes = int(strokes)
+        self.max_width, self.max_length = pixels(max_width, side, "task.max_width"), pixels(max_length, side, "task.max_length")
+        self.lo, self.hi = _fraction_range(list(hole), "free-form hole fraction task.hole")
         if self.strokes < 1 or self.max_width < 1 or self.max_length < 1:
             raise ConfigError("free-form strokes, max_width and max_length must be >= 1; fix them in the task config.")
         if self.max_width > min(H, W):

@@ -74,3 +74,35 @@ def test_inversion_task_runs_from_the_harness(make_cfg):
     s = run_cell(make_cfg("task=inversion", "solver=bdia", "solver.steps=20", "compute.dtype=float64",
                           "dataset.n=2", "run.num_samples=1", "metrics.posterior=false"))
     assert s["n_ok"] == 2 and s["psnr"] > 80 and s["nfe"] == 39
+
+
+def test_inversion_rows_carry_round_trip_errors_in_float64_on_the_latent_world(make_cfg):
+    """Round-trip columns (image against D(E(x)), latent against E(x); relative and max-abs), and float64
+    on the learned latent digits prior (model=digits_latent), which was refused before."""
+    import pandas as pd
+
+    from harness.runner import run_cell
+    cfg = make_cfg("task=inversion", "solver=bdia", "solver.steps=10", "compute.dtype=float64", "model=digits_latent",
+                   "dataset=digits", "dataset.n=2", "run.num_samples=1", "metrics.posterior=false", world=None)
+    s = run_cell(cfg)
+    assert s["n_ok"] == 2 and s["dtype"] == "float64"
+    row = pd.read_csv(cfg.run.leaderboard).iloc[-1]
+    for col in ("rt_img_rel", "rt_img_maxabs", "rt_lat_rel", "rt_lat_maxabs"):
+        assert col in row and 0 <= row[col] < 1, (col, row.get(col))
+    # BDIA is exact in exact arithmetic: in float64 the image round trip is far below the VAE's own error
+    assert row["rt_img_rel"] < 1e-6
+
+
+def test_round_trip_errors_are_measured_against_what_the_prior_represents():
+    from metrics.roundtrip import roundtrip_errors
+    from models.gmm import digits_gmm_latent
+    prior = digits_gmm_latent()
+    x = torch.randn(3, 1, 16, 16, dtype=torch.float64)
+    ref = prior.decode(prior.encode(x))
+    out = roundtrip_errors(prior, ref.clone(), x)
+    assert torch.all(out["rt_img_rel"] == 0) and torch.all(out["rt_img_maxabs"] == 0)
+    bumped = ref.clone()
+    bumped[0, 0, 0, 0] += 0.5
+    out = roundtrip_errors(prior, bumped, x)
+    assert out["rt_img_maxabs"][0] == pytest.approx(0.5) and out["rt_img_maxabs"][1] == 0
+    assert out["rt_img_rel"][0] == pytest.approx(0.5 / float(ref[0].norm()))

@@ -36,7 +36,7 @@ SOLVERS = {
     "psld": (["task=sr4", "solver=psld", "solver.steps=3"], 2 * 3, 3),
     "stsl": (["task=sr4", "solver=stsl", "solver.steps=2", "solver.inner=2"], 2 * 2 * (2 * 2 + 1), 2 * 2 * 2),
     "graikos-mask": (["task=inpaint_box", "solver=graikos", "solver.steps=2", "solver.n_inner=2"], 2 * (1 + 2 * 2), 0),
-    "graikos-decoder": (["task=sr4", "solver=graikos", "solver.steps=2", "solver.n_inner=2", "solver.cfg_scale=3.0"],
+    "graikos-decoder": (["task=sr4", "solver=graikos", "solver.steps=2", "solver.n_inner=2", "solver.cfg_scale=3.0", "solver.conditional=true"],
                         2 * 2 * (1 + 2 * 2), 0),
     "resample": (["task=inpaint_box", "solver=resample", "solver.steps=3", "solver.skip=1", "solver.travel=1",
                   "solver.pixel_iters=3", "solver.latent_iters=2"], 2 * (3 + 2), 3),  # HDC at r = 2, 1: +1 NFE each

@@ -1,0 +1,93 @@
+"""Whole-experiment presets: the published protocol is composed, paths are the only thing left open, and a
+stand-in run (a tiny ADM-shaped model, a folder of 256-px images) records the pinned protocol in its row."""
+from __future__ import annotations
+
+import glob
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from harness.cli import REPO_ROOT, compose
+
+PRESETS = sorted(os.path.basename(p)[:-5] for p in glob.glob(os.path.join(REPO_ROOT, "conf/experiment/*_*_*.yaml"))
+                 if os.path.basename(p).split("_")[1] in ("ffhq", "imagenet"))
+
+
+def test_every_preset_cites_its_source_and_leaves_only_paths_open():
+    from harness.validate import check_paths
+    from tasks.errors import ConfigError
+    assert len(PRESETS) >= 15
+    for name in PRESETS:
+        text = open(os.path.join(REPO_ROOT, "conf/experiment", f"{name}.yaml")).read()
+        assert "# Source:" in text and "docs/" in text, name
+        cfg = compose([f"+experiment={name}"])
+        for group in ("solver", "task", "dataset", "model", "metrics"):
+            assert cfg.names.get(group), (name, group)
+        with pytest.raises(ConfigError, match="model.path=.* and dataset.root="):
+            check_paths(cfg)
+
+
+def test_the_dps_preset_without_paths_is_one_sentence_and_exit_2(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("FFHQ_ROOT",)}
+    r = subprocess.run([sys.executable, "run.py", "+experiment=dps_ffhq_sr4", f"run.root={tmp_path}/runs",
+                        f"run.leaderboard={tmp_path}/lb.csv", f"run.cache={tmp_path}/cache"],
+                       cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2
+    lines = [l for l in r.stderr.strip().splitlines() if l.strip()]
+    assert len(lines) == 1 and "model.path" in lines[0] and "dataset.root" in lines[0], r.stderr
+    assert lines[0].count(".") >= 2 and lines[0].rstrip().endswith(".")
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "lb.csv").exists()
+
+
+@pytest.fixture(scope="module")
+def stand_in(tmp_path_factory):
+    """A tiny random-weight ADM-shaped pipeline at 256 px (learn_sigma) and a folder of 256-px PNGs."""
+    from diffusers import UNet2DModel
+    from PIL import Image
+
+    from models.convert_adm import save_pipeline, unet_config
+    root = tmp_path_factory.mktemp("standin")
+    hp = dict(image_size=256, in_channels=3, num_channels=32, num_res_blocks=1, channel_mult=(1, 2),
+              attention_resolutions=(), num_head_channels=16, learn_sigma=True, use_new_attention_order=False)
+    torch.manual_seed(0)
+    save_pipeline(UNet2DModel(**unet_config(hp)), root / "adm")
+    (root / "ffhq").mkdir()
+    g = torch.Generator().manual_seed(0)
+    for i in range(2):
+        img = (torch.rand(256, 256, 3, generator=g) * 255).to(torch.uint8).numpy()
+        Image.fromarray(img).save(root / "ffhq" / f"{i:05d}.png")
+    return root
+
+
+def test_the_dps_preset_runs_the_pinned_protocol_on_stand_in_paths(stand_in, tmp_path):
+    import pandas as pd
+
+    from harness.runner import run_cell
+    paths = [f"model.path={stand_in / 'adm'}", f"dataset.root={stand_in / 'ffhq'}", f"run.root={tmp_path}/runs",
+             f"run.leaderboard={tmp_path}/lb.csv", f"run.cache={tmp_path}/cache", "run.progress=false"]
+    cfg = compose(["+experiment=dps_ffhq_sr4", *paths])
+    # the composed protocol: DPS SR x4 (configs/super_resolution_config.yaml, diffusion_config.yaml)
+    assert (cfg.solver.steps, cfg.solver.scale, cfg.solver.eta, cfg.solver.variance) == (1000, 0.3, 1.0, "learned")
+    assert (cfg.solver.spacing, cfg.solver.clip_x0, cfg.solver.form) == ("adm", True, "code")
+    assert cfg.task._target_ == "tasks.sr.BicubicSR" and (cfg.task.factor, cfg.task.kernel, cfg.task.transpose) == (4, "matlab", "dps")
+    assert (cfg.task.noise.sigma, cfg.task.noise.space) == (0.05, "[-1,1]")
+    assert list(cfg.dataset.id_range) == [0, 1000] and cfg.names["model"] == "adm_ffhq256"
+    assert list(cfg.metrics.lpips) == ["vgg"] and list(cfg.metrics.set) == ["fid", "kid"] and cfg.run.num_samples == 1
+    # CPU budget: 2 steps on 2 images, random LPIPS backbone and tiny FID features (no weights here)
+    cfg = compose(["+experiment=dps_ffhq_sr4", *paths, "solver.steps=2", "dataset.n=2",
+                   "metrics.lpips_random_backbone=true", "metrics.fid_features=tests.tiny_features:features",
+                   "compute=cpu"])
+    summary = run_cell(cfg)
+    assert summary["n_ok"] == 2
+    rows = pd.read_csv(tmp_path / "lb.csv")
+    row = rows.iloc[-1].to_dict()
+    import json
+    sp, tp = json.loads(row["solver_params"]), json.loads(row["task_params"])
+    assert (sp["steps"], sp["scale"], sp["variance"], sp["eta"]) == (2, 0.3, "learned", 1.0)  # steps overridden above
+    assert row["solver"] == "dps" and row["task"] == "sr4_bicubic" and row["model"] == "adm_ffhq256"
+    assert tp["transpose"].startswith("dps_nearest") and tp["downsampler"] == "bicubic_matlab" and tp["factor"] == 4 and tp["image_shape"] == [3, 256, 256]
+    assert any(v == 0.05 for k, v in row.items() if "sigma" in k), row
+    assert "lpips_vgg" in row and not pd.isna(row["lpips_vgg"]) and "lpips_alex" not in row
