@@ -11,7 +11,10 @@ SOURCES = ["conf/**/*.yaml", "solvers/*.py", "tasks/*.py", "harness/*.py", "metr
            "data/*.py", "benchmarks/*.py", "run.py", "sweep.py", "README.md", "docs/*.md"]
 
 
-OUTPUTS = ("results/runs/", "results/cache/", "results/sweeps/")  # where runs write: settings, not citations
+# where runs write (settings, not citations): the git-ignored run folders, caches and views, and the table
+# the GPU benchmark writes when a GPU run is made (absent until then)
+OUTPUTS = ("results/runs/", "results/cache/", "results/sweeps/", "results/reports/", "results/leaderboard.csv",
+           "results/gpu_throughput.md")
 
 
 def cited_paths():
