@@ -302,7 +302,7 @@ def _default(base: DictConfig, key: str):
     """The composed default of a dotted key; _MISSING if the key does not exist, None if its value is '???'."""
     parent, _, leaf = key.rpartition(".")
     node = OmegaConf.select(base, parent, default=None) if parent else base
-    if not isinstance(node, DictConfig) or node._is_none() or leaf not in node:
+    if not isinstance(node, DictConfig) or node._is_none() or leaf not in node.keys():  # keys() holds ??? ones
         return _MISSING
     return OmegaConf.select(base, key, default=None, throw_on_missing=False)
 
@@ -318,6 +318,9 @@ def _check_job(comp: Composer, job: list):
             continue
         value = o.value()
         default = _default(base, key)
+        if o.is_force_add() and default is _MISSING:
+            continue  # ++key: added where the cell's config lacks it (sweep.py's budget keys across solvers); a
+            #           solver without that parameter is refused by its own builder, that cell alone
         if o.is_add():
             if default is not _MISSING:
                 raise ConfigError(f"{key} exists already (default {default!r}); set it with {key}=... (no '+').")

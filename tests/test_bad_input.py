@@ -14,6 +14,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from omegaconf import OmegaConf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -175,6 +176,13 @@ def _conf_names(group):
     return sorted(f[:-5] for f in os.listdir(os.path.join(ROOT, "conf", group)) if f.endswith(".yaml"))
 
 
+def _needs_paths(exp: str) -> bool:
+    from harness.cli import compose
+
+    cfg = compose([f"+experiment={exp}"])
+    return any(OmegaConf.is_missing(cfg[g], k) for g, k in (("model", "path"), ("dataset", "root")) if k in cfg[g].keys())
+
+
 def test_every_shipped_config_passes_the_command_line_checks(tmp_path):
     """No false refusals: every solver, task, dataset-free experiment and grid as shipped is accepted."""
     from harness.validate import check_command_line
@@ -184,8 +192,9 @@ def test_every_shipped_config_passes_the_command_line_checks(tmp_path):
         check_command_line([*io, f"solver={solver}"])
     for task in _conf_names("task"):
         check_command_line([*io, f"task={task}"])
-    for exp in _conf_names("experiment"):
-        check_command_line([*io, f"+experiment={exp}"], multirun=exp.startswith("grid_"))
+    for exp in _conf_names("experiment"):  # whole-experiment presets leave this machine's paths open: give them
+        paths = [f"model.path={tmp_path}", f"dataset.root={tmp_path}"] if _needs_paths(exp) else []
+        check_command_line([*io, f"+experiment={exp}", *paths], multirun=exp.startswith("grid_"))
     check_command_line([*io, "task=inpaint_random", "task.p=[0.3,0.7]", "dataset.n=null", "run.prompt=null",
                         "solver=dps", "solver.steps=10", "seed=-3", "task.noise.kind=poisson", "task.noise.rate=20"])
     assert not os.listdir(tmp_path)  # the writability probe leaves nothing behind
