@@ -307,6 +307,15 @@ def _default(base: DictConfig, key: str):
     return OmegaConf.select(base, key, default=None, throw_on_missing=False)
 
 
+def _some_solver_has(key: str) -> bool:
+    """Whether `solver.<leaf>` is a top-level key of any conf/solver/*.yaml."""
+    group, _, leaf = key.partition(".")
+    if group != "solver" or "." in leaf:
+        return False
+    folder = os.path.join(CONF_DIR, "solver")
+    return any(leaf in OmegaConf.load(os.path.join(folder, f)).keys() for f in os.listdir(folder) if f.endswith(".yaml"))
+
+
 def _check_job(comp: Composer, job: list):
     """One cell's overrides (parsed, no sweeps): unknown keys, value types against the defaults, check_config."""
     groups = [o.input_line for o in job if _is_group(o.key_or_group)]
@@ -318,9 +327,9 @@ def _check_job(comp: Composer, job: list):
             continue
         value = o.value()
         default = _default(base, key)
-        if o.is_force_add() and default is _MISSING:
-            continue  # ++key: added where the cell's config lacks it (sweep.py's budget keys across solvers); a
-            #           solver without that parameter is refused by its own builder, that cell alone
+        if o.is_force_add() and default is _MISSING and _some_solver_has(key):
+            continue  # ++solver.key of a grid over solvers (sweep.py's budget keys): a solver without that
+            #           parameter is refused by its own builder, that cell alone; a key no solver has is a typo
         if o.is_add():
             if default is not _MISSING:
                 raise ConfigError(f"{key} exists already (default {default!r}); set it with {key}=... (no '+').")
