@@ -4,7 +4,7 @@ import os
 import sys
 
 from harness.cli import CONF_DIR, add_names, fail, fail_cells
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 
 SHOWN = ("run", "n_ok", "n_diverged", "psnr", "ssim", "target_acc", "sw2", "sw2_floor", "mean_err", "mean_err_floor", "nfe", "vjp",
          "sec_per_sample")

@@ -25,7 +25,7 @@ import tempfile
 import time
 
 from harness.cli import fail, fail_cells
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 
 
 def parser() -> argparse.ArgumentParser:

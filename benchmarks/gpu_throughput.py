@@ -7,7 +7,7 @@
     python benchmarks/gpu_throughput.py --tiny --out /tmp/t.md     # seconds on a CPU (CI)
 
 Networks are randomly initialised from their configs (nothing is downloaded): the ADM FFHQ-256 UNet of
-models/convert_adm.py's ffhq256 preset (93.6 M parameters, the DPS/DAPS checkpoint's shape) and an SD-1.5-
+tools/convert_adm.py's ffhq256 preset (93.6 M parameters, the DPS/DAPS checkpoint's shape) and an SD-1.5-
 shaped latent model (UNet2DConditionModel 860 M, AutoencoderKL 84 M, 512² images, 64² latents; a random
 class-embedding table stands in for the text encoder: PSLD runs with the empty prompt). Weights are saved
 to a temporary folder (--workdir) and loaded through the harness's own priors, so the numbers include
@@ -38,7 +38,7 @@ from omegaconf import OmegaConf  # noqa: E402
 
 from harness.build import instantiate  # noqa: E402
 from harness.cli import CONF_DIR  # noqa: E402
-from tasks.rng import generators  # noqa: E402
+from core.rng import generators  # noqa: E402
 
 PIXEL, LATENT = ("dps", "ddrm", "daps"), ("psld",)
 STEP_KEY = {"dps": "steps", "ddrm": "steps", "daps": "annealing_steps", "psld": "steps"}
@@ -51,7 +51,7 @@ TINY_ADM = dict(image_size=16, in_channels=3, num_channels=32, num_res_blocks=1,
 def save_adm(root: Path, tiny: bool) -> Path:
     from diffusers import UNet2DModel
 
-    from models.convert_adm import PRESETS, save_pipeline, unet_config
+    from tools.convert_adm import PRESETS, save_pipeline, unet_config
 
     torch.manual_seed(0)
     unet = UNet2DModel(**unet_config(TINY_ADM if tiny else PRESETS["ffhq256"]))

@@ -26,7 +26,7 @@ import solvers.bdia as bdia  # noqa: E402
 import solvers.ddim_inversion as ddim_inv  # noqa: E402
 import solvers.edict as edict  # noqa: E402
 from solvers.null_text import NullTextInversion  # noqa: E402
-from tasks.rng import generators  # noqa: E402
+from core.rng import generators  # noqa: E402
 
 METHODS = {
     "DDIM inversion": lambda p, z, c, s: ddim_inv.generate(p, ddim_inv.invert(p, z, c, steps=s), c, steps=s),

@@ -20,7 +20,7 @@ from harness.build import build_cell  # noqa: E402
 from harness.scoring import score_image  # noqa: E402
 from metrics import fid as fidlib  # noqa: E402
 from metrics.lpips import LPIPS  # noqa: E402
-from tasks.rng import generator  # noqa: E402
+from core.rng import generator  # noqa: E402
 
 
 def clock(fn, repeat=1):

@@ -26,11 +26,11 @@ import torch  # noqa: E402
 from harness.cli import compose  # noqa: E402
 from harness.runner import run_cell  # noqa: E402
 from models.gmm import digits_gmm  # noqa: E402
-from tasks.rng import randn  # noqa: E402
+from core.rng import randn  # noqa: E402
 from solvers.common import timesteps  # noqa: E402
 from solvers.dps import DPS  # noqa: E402
 from tasks.inpaint import BoxInpainting  # noqa: E402
-from tasks.rng import generators  # noqa: E402
+from core.rng import generators  # noqa: E402
 
 
 def bare(prior, batch: int, steps: int) -> float:

@@ -2,7 +2,7 @@
 
 The train/test split is defined here and nowhere else: `split_indices()` is a fixed, seeded
 permutation of the 1797 images; its first `TEST_SIZE` indices are the held-out `test` split, never
-seen by `models/train_digits.py` (which imports this module), the rest are `train`. Ids are indices
+seen by `tools/train_digits.py` (which imports this module), the rest are `train`. Ids are indices
 into `sklearn.datasets.load_digits()`, so a row of results names one exact source image.
 """
 from __future__ import annotations
@@ -12,8 +12,8 @@ import functools
 import torch
 
 from data.base import Dataset
-from tasks.errors import ConfigError
-from tasks.rng import generator
+from core.errors import ConfigError
+from core.rng import generator
 
 TEST_SIZE = 300
 SPLIT_SEED = ("digits-split", 0)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from data.base import Dataset
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 
 
 def _open(path: Path):

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from data.base import Dataset
-from tasks.errors import ConfigError
-from tasks.rng import generator
+from core.errors import ConfigError
+from core.rng import generator
 
 
 class GMMDataset(Dataset):

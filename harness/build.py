@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from harness.validate import check_config
 from solvers.base import at_key_path
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
 HALF = ("bfloat16", "float16")

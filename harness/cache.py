@@ -18,13 +18,8 @@ import time
 
 import torch
 
-from tasks.rng import generator
-
-
-def atomic_save(obj, path: str):
-    tmp = f"{path}.tmp{os.getpid()}"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+from core.files import atomic_save
+from core.rng import generator
 
 
 def digest(item: dict) -> str:

@@ -6,9 +6,9 @@ import sys
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from tasks.errors import ConfigError
+from core.errors import ConfigError
+from core.files import REPO_ROOT
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONF_DIR = os.path.join(REPO_ROOT, "conf")
 # ${repo:models/weights/x} in a config: a path inside the repository, whatever the cwd.
 if not OmegaConf.has_resolver("repo"):

@@ -59,7 +59,7 @@ def labelled_grid(path: str, rows: list[tuple[str, torch.Tensor]], pad: int = 2)
 def save_grid(path: str, measurement: torch.Tensor, recon: torch.Tensor, truth: torch.Tensor, label: str = "reconstruction"):
     """grid.png of one run (measurement / reconstruction / truth) and grid.pt with the same tensors, which
     the sweep report stacks into one grid per world (measurement, each solver, truth)."""
-    from harness.cache import atomic_save
+    from core.files import atomic_save
 
     labelled_grid(path, [("measurement", measurement), (label, recon), ("truth", truth)])
     atomic_save({"measurement": measurement.float().cpu(), "recon": recon.float().cpu(), "truth": truth.float().cpu()},

@@ -19,7 +19,7 @@ import os
 
 from omegaconf import DictConfig, OmegaConf
 
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 
 KINDS = ("csv", "wandb")
 

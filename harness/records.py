@@ -39,9 +39,9 @@ import time
 import pandas as pd
 import torch
 
-from tasks.errors import ConfigError
+from core.errors import ConfigError
+from core.files import REPO_ROOT, atomic_write_bytes, atomic_write_text
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUM = ".sha256"
 # per-image columns that hold text even when it looks like a number (class names as prompts, ids)
 STRING_COLUMNS = ("run", "image_id", "prompt", "status", "measurement_key", "timestamp", "git_commit")
@@ -49,19 +49,6 @@ STRING_COLUMNS = ("run", "image_id", "prompt", "status", "measurement_key", "tim
 
 class Corrupt(Exception):
     """A file that fails verification; the message says how (empty, no checksum, checksum mismatch...)."""
-
-
-def atomic_write_bytes(path: str, data: bytes):
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: str, text: str):
-    atomic_write_bytes(path, text.encode())
 
 
 def atomic_write_csv(path: str, df: pd.DataFrame):
@@ -131,10 +118,10 @@ def move_aside(path: str, folder: str, how: str, consequence: str, also=()) -> s
 def git_commit() -> str:
     """HEAD of the checkout this code runs from, '+dirty' when tracked files differ; 'unknown' outside git."""
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
         if head.returncode:
             return "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
                                capture_output=True, text=True, timeout=10).stdout.strip()
         return head.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):

@@ -34,7 +34,7 @@ import os
 import numpy as np
 import pandas as pd
 
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 
 HIGHER_IS_BETTER = ("psnr", "ssim", "target_")  # prefixes; every other metric (lpips, fid, kid, sw2, mean_err, cost) is lower-better
 SET_METRICS = ("fid", "kid")
@@ -486,7 +486,8 @@ def latex(worlds: list) -> str:
 def write_report(root: str, out: str, metrics: list[str], reference: str | None = None, cost: str = "nfe",
                  n_resamples: int = 2000, command: str = "", df: pd.DataFrame | None = None) -> str:
     """table.md, table.tex, leaderboard.csv, plots, labelled grids and index.html into `out`; returns markdown."""
-    from harness.records import atomic_write_csv, atomic_write_text
+    from core.files import atomic_write_text
+    from harness.records import atomic_write_csv
 
     if cost not in COST_AXES:
         raise ConfigError(f"unknown cost axis {cost!r}; choose one of {', '.join(COST_AXES)}.")

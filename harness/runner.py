@@ -23,8 +23,8 @@ from harness.records import RunDir, atomic_write_csv, check_leaderboard, git_com
 from harness.scoring import Scorer, condition, score_image, set_metrics
 from harness.validate import check_cell
 from metrics.roundtrip import roundtrip_errors
-from tasks.errors import ConfigError
-from tasks.rng import generator
+from core.errors import ConfigError
+from core.rng import generator
 
 PER_SAMPLE = ("psnr", "ssim", "lpips_vgg", "lpips_alex", "target_acc", "target_prob")
 SUMMARY_STD = (*PER_SAMPLE, "psnr_best", *(f"{m}_bestpsnr" for m in PER_SAMPLE[1:]), "sw2", "mean_err")

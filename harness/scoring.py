@@ -17,7 +17,7 @@ from metrics import fid as fidlib
 from metrics.image import psnr, ssim
 from metrics.lpips import LPIPS
 from metrics.posterior import posterior_metrics
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 
 SET_METRICS = ("fid", "kid")
 

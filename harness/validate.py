@@ -25,7 +25,7 @@ import tempfile
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from harness.cli import CONF_DIR, GROUPS, check_overrides
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 from tasks.noise import NOISE_PARAMS
 
 DTYPE_NAMES = ("float32", "float64", "bfloat16", "float16")

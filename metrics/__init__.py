@@ -5,7 +5,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 
 WEIGHTS_ENV = "DIFFINV_WEIGHTS_DIR"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from metrics import import_callable
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 
 
 def load_classifier(spec: str):

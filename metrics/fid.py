@@ -19,8 +19,9 @@ import numpy as np
 import torch
 
 from metrics import hub_checkpoints, import_callable, weights_dir
-from tasks.errors import ConfigError
-from tasks.rng import generator
+from core.errors import ConfigError
+from core.files import atomic_savez
+from core.rng import generator
 
 MODES = ("clean", "legacy_pytorch", "legacy_tensorflow")
 INCEPTION_TS = "inception-2015-12-05.pt"               # clean, legacy_tensorflow: clean-fid's torchscript
@@ -156,10 +157,8 @@ def reference_path(cache_root: str, reference: str) -> str | None:
 
 def save_feats(path: str, feats: np.ndarray):
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}.npz"
     mu, sigma = stats(feats)
-    np.savez(tmp, feats=feats, mu=mu, sigma=sigma)
-    os.replace(tmp, path)
+    atomic_savez(path, feats=feats, mu=mu, sigma=sigma)
 
 
 def fid_bootstrap_std(recon_feats: np.ndarray, mu2, sigma2, n_boot: int = 50, seed: int = 0) -> float:

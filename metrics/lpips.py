@@ -14,7 +14,7 @@ import warnings
 import torch
 
 from metrics import hub_checkpoints, weights_dir
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 
 NETS = ("vgg", "alex")
 BACKBONE_FILES = {"vgg": "vgg16-397923af.pth", "alex": "alexnet-owt-7be5be79.pth"}

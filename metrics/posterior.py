@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from tasks.rng import generator
+from core.rng import generator
 
 
 def sliced_w2(a: torch.Tensor, b: torch.Tensor, directions: torch.Tensor) -> float:

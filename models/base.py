@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields, replace
 
 import torch
 
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 
 
 @dataclass

@@ -24,7 +24,7 @@ import torch
 
 from models.base import Condition, Prior, per_sample, prompt_list
 from models.hub import fingerprint, need_file, net_dtype, resolve, schedule_from
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 
 VARIANCE = ("drop",)
 

@@ -1,4 +1,4 @@
-"""A small CNN classifier of the 1×16×16 digits world (trained by `models/train_digits.py classifier`).
+"""A small CNN classifier of the 1×16×16 digits world (trained by `tools/train_digits.py classifier`).
 
 Two uses: checking that the digits prior's samples are digits (mean max-softmax confidence, class
 histogram), and `features(x)`, the 128-d penultimate activations, as the feature space of a
@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 
 WEIGHTS = Path(__file__).resolve().parent / "weights" / "digits_classifier" / "model.safetensors"
 FEATURE_DIM = 128
@@ -57,7 +57,7 @@ def load_classifier(path: str | Path | None = None, device="cpu") -> DigitsClass
     path = Path(path) if path is not None else WEIGHTS
     if not path.is_file():
         raise ConfigError(f"digits classifier weights not found at {path}; run "
-                          f"`python -m models.train_digits classifier` to create them.")
+                          f"`python -m tools.train_digits classifier` to create them.")
     model = DigitsClassifier()
     model.load_state_dict(load_file(str(path)))
     return model.eval().requires_grad_(False).to(device)

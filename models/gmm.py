@@ -13,8 +13,8 @@ import math
 import torch
 
 from models.base import Condition, Prior, counted, linear_alphas_cumprod, prompt_list
-from tasks.errors import ConfigError
-from tasks.rng import randn
+from core.errors import ConfigError
+from core.rng import randn
 
 
 class GaussianMixture:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 
 NET_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 

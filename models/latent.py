@@ -22,7 +22,7 @@ import torch
 
 from models.base import Condition, Prior, counted, per_sample, prompt_list
 from models.hub import fingerprint, need_file, net_dtype, resolve, schedule_from
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 
 PATTERNS = ("model_index.json", "*/config.json", "*/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors",
             "tokenizer/*", "scheduler/*", "class_embedding/*")

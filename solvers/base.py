@@ -5,8 +5,8 @@ import re
 
 import torch
 
-from tasks.errors import ConfigError
-from tasks.rng import randn
+from core.errors import ConfigError
+from core.rng import randn
 
 NEEDS_HELP = {
     "linear": "a linear task (e.g. task=inpaint_box or task=sr4)",

@@ -20,8 +20,8 @@ import torch
 
 from solvers.base import Solver
 from solvers.common import ddim_step, edit_target, inversion_level, inversion_top, levels
-from tasks.errors import ConfigError
-from tasks.rng import randn
+from core.errors import ConfigError
+from core.rng import randn
 
 
 def _step(prior, z_next, z_i, i, ts, gamma, cond):

@@ -7,8 +7,8 @@ from __future__ import annotations
 import torch
 
 from solvers.base import require_condition
-from tasks.errors import ConfigError
-from tasks.rng import randn
+from core.errors import ConfigError
+from core.rng import randn
 
 SPACINGS = ("adm", "leading", "trailing", "linspace", "quad")
 

@@ -27,8 +27,8 @@ import torch
 
 from solvers.base import Solver
 from solvers.common import annealing_sigmas, annealing_step_size, loss_grad, pf_ode, sample_noise
-from tasks.errors import ConfigError
-from tasks.rng import randn
+from core.errors import ConfigError
+from core.rng import randn
 
 
 class DAPS(Solver):

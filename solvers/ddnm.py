@@ -21,7 +21,7 @@ import torch
 
 from solvers.base import Solver
 from solvers.common import pairs, renoise, safe_div, sample_noise, svd_coefficients, time_travel, timesteps
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 
 
 class DDNM(Solver):

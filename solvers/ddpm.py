@@ -5,7 +5,7 @@ import torch
 
 from solvers.base import Solver
 from solvers.common import VARIANCES, check_variance, ddpm_step, learned_variance_channels, pairs, sample_noise, timesteps
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 
 
 class DDPM(Solver):

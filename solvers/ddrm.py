@@ -22,8 +22,8 @@ import torch
 
 from solvers.base import Solver
 from solvers.common import pairs, safe_div, svd_coefficients, timesteps
-from tasks.errors import ConfigError
-from tasks.rng import randn
+from core.errors import ConfigError
+from core.rng import randn
 
 
 class DDRM(Solver):

@@ -19,7 +19,7 @@ import torch
 
 from solvers.base import Solver
 from solvers.common import eps_from_x0, pairs, sample_noise, svd_coefficients, timesteps
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 
 
 class DiffPIR(Solver):

@@ -30,7 +30,7 @@ import torch
 from solvers.base import Solver
 from solvers.common import (VARIANCES, check_variance, ddim_sigma, ddim_step, ddpm_step, ddpm_variance, dsg_step,
                             guided_prediction, learned_variance_channels, pairs, residual, sample_noise, timesteps)
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 
 FORMS = ("code", "paper")
 

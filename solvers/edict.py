@@ -20,7 +20,7 @@ import torch
 
 from solvers.base import Solver
 from solvers.common import edit_target, inversion_level, inversion_top, levels
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 
 
 def _coefficients(prior, t, s, like):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from solvers.base import Solver
-from tasks.rng import on_cpu
+from core.rng import on_cpu
 
 
 class ExactPosterior(Solver):

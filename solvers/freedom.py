@@ -18,7 +18,7 @@ import torch
 
 from solvers.base import Solver
 from solvers.common import ddim_step, guided_prediction, pairs, renoise, residual, sample_noise, timesteps
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 
 
 class FreeDoM(Solver):

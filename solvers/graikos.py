@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from solvers.base import Solver
 from solvers.common import ddim_sigma, inf_norm, loss_grad, pairs, residual, sample_noise, timesteps
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 
 DIRECTIONS = ("auto", "mask", "decoder")
 VARIANCES = ("code", "ddim")

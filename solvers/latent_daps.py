@@ -39,8 +39,8 @@ import torch
 
 from solvers.base import Solver
 from solvers.common import annealing_sigmas, annealing_step_size, loss_grad, pf_ode
-from tasks.errors import ConfigError
-from tasks.rng import randn
+from core.errors import ConfigError
+from core.rng import randn
 
 MCMC = ("hmc", "langevin")
 

@@ -27,7 +27,7 @@ import torch
 from models.base import Condition
 from solvers.base import Solver
 from solvers.common import ddim_step, edit_target, levels
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 
 
 class NullTextInversion(Solver):

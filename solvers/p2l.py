@@ -32,7 +32,7 @@ import torch
 from models.base import per_sample
 from solvers.base import Solver
 from solvers.common import conjugate_gradient, ddim_step, pairs, per_sample_norm, residual, sample_noise, timesteps
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 
 
 class P2L(Solver):

@@ -33,7 +33,7 @@ import torch
 from solvers.base import Solver
 from solvers.common import (conjugate_gradient, ddim_step, eps_from_x0, pairs, safe_div, sample_noise, svd_coefficients,
                             timesteps)
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 
 INVERSES = ("auto", "svd", "cg")
 

@@ -24,8 +24,8 @@ import torch
 
 from solvers.base import Solver
 from solvers.common import safe_div, svd_coefficients, timesteps
-from tasks.errors import ConfigError
-from tasks.rng import randn
+from core.errors import ConfigError
+from core.rng import randn
 
 WEIGHTINGS = ("linear", "sqrt", "square", "log", "trunc_linear", "power2over3", "const")
 INITS = ("pinv", "zeros", "noise")

@@ -51,7 +51,7 @@ import torch
 
 from solvers.base import Solver
 from solvers.common import ddim_step, pairs, residual, sample_noise, timesteps
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 
 TWEEDIES = ("code", "paper")
 

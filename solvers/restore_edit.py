@@ -13,7 +13,7 @@ Cost = the restorer's + the editor's, both counted by the prior.
 from __future__ import annotations
 
 from solvers.base import Solver, at_key_path
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 
 
 class RestoreThenEdit(Solver):

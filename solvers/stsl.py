@@ -28,7 +28,7 @@ from solvers.base import Solver
 from solvers.common import (backproject, check_backprojection, ddim_step, pairs, residual,
                             sample_noise, timesteps)
 from solvers.ddim_inversion import invert
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 
 INITS = ("forward", "inversion", "noise")
 NORMS = ("squared", "plain")

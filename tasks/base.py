@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 from tasks.noise import Noise, make_noise
 
 

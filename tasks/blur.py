@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from tasks.base import SVD, LinearTask, SeparableSVD, numerical_zeros
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 
 BOUNDARIES = ("reflect", "circular")
 

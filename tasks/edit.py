@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 
 from tasks.base import Task
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 from tasks.inversion import Inversion
 
 

@@ -10,8 +10,8 @@ import math
 import torch
 
 from tasks.base import SVD, LinearTask
-from tasks.errors import ConfigError
-from tasks.rng import generator, randint
+from core.errors import ConfigError
+from core.rng import generator, randint
 
 
 class MaskSVD(SVD):

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from tasks.blur import ConvTask
-from tasks.errors import ConfigError
-from tasks.rng import generator
+from core.errors import ConfigError
+from core.rng import generator
 
 STEPS = 32  # segments of the trajectory; fine enough that curvature looks smooth at 61 px
 

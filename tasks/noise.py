@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import inspect
 
-from tasks.errors import ConfigError  # torch is imported where noise is drawn: the CLI reads NOISE_PARAMS first
+from core.errors import ConfigError  # torch is imported where noise is drawn: the CLI reads NOISE_PARAMS first
 
 SPACES = ("[-1,1]", "[0,1]")
 
@@ -36,7 +36,7 @@ class GaussianNoise(Noise):
     def add(self, z, gens):
         if self.sigma_y == 0:
             return z
-        from tasks.rng import randn
+        from core.rng import randn
 
         return z + self.sigma_y * randn(gens, z.shape[1:], dtype=z.dtype, device=z.device)
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from tasks.base import Task
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 
 
 def fft2c(x: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from tasks.base import SVD, LinearTask, SeparableSVD, check_divides
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 
 
 def block_basis(f: int, dtype=torch.float64) -> torch.Tensor:

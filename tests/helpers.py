@@ -3,7 +3,7 @@ import json
 
 import torch
 
-from tasks.rng import generators
+from core.rng import generators
 
 
 def measured(prior, task, ids, seed=0):

@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 from tasks.inpaint import BoxInpainting
-from tasks.rng import generators
+from core.rng import generators
 from tasks.sr import AvgPoolSR
 from tests.helpers import measured
 

@@ -5,7 +5,7 @@ from solvers.ddim import DDIM
 from solvers.pinv import PseudoInverse
 from tasks.blur import GaussianBlur
 from tasks.inpaint import BoxInpainting
-from tasks.rng import generators
+from core.rng import generators
 from tasks.sr import AvgPoolSR
 from tests.helpers import measured
 

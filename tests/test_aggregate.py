@@ -10,7 +10,7 @@ import pandas as pd
 from harness.records import RunDir, rebuild_leaderboard, upsert_leaderboard
 from harness.runner import run_cell
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from core.files import REPO_ROOT as ROOT
 COMMITTED = os.path.join(ROOT, "results", "gmm_foundation_leaderboard.csv")
 FAST = ["dataset.n=2", "run.num_samples=2", "compute.device=cpu", "metrics.n_ref=64"]
 

@@ -4,7 +4,7 @@ import torch
 
 from harness.build import instantiate
 from models.base import Condition
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 
 
 def test_cfg_scale_is_a_constructor_parameter_and_nested_solvers_use_their_own(make_cfg):
@@ -118,7 +118,7 @@ def test_the_prior_exposes_the_ve_view_once(prior):
 # -- each distinct prompt is encoded once --------------------------------------------------------------------
 def test_each_distinct_prompt_is_encoded_once(tiny_text_prior):
     from solvers.ddim import DDIM
-    from tasks.rng import generators
+    from core.rng import generators
 
     calls = []
     hook = tiny_text_prior.text_encoder.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from omegaconf import OmegaConf
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from core.files import REPO_ROOT as ROOT
 
 # (id, script, arguments ({tmp}: this test's folder, {file}: a plain file, {pngs}: images, one truncated),
 #  a fragment the one-line message must contain)
@@ -203,7 +203,7 @@ def test_every_shipped_config_passes_the_command_line_checks(tmp_path):
 def test_a_new_option_is_type_checked_from_its_default(tmp_path):
     """The generic rule: the type of a key's composed default, whatever config defines it."""
     from harness import validate
-    from tasks.errors import ConfigError
+    from core.errors import ConfigError
 
     io = [f"run.root={tmp_path}/r", f"run.cache={tmp_path}/c", f"run.leaderboard={tmp_path}/l.csv"]
     for solver, bad, word in (("ddnm", "solver.travel_length=abc", "an integer"), ("dps", "solver.scale=x", "a number"),
@@ -228,7 +228,7 @@ def test_noise_kind_alone_switches_and_other_kinds_parameters_leave_the_cell(mak
 
 
 def test_make_noise_ignores_other_kinds_and_refuses_unknown_parameters():
-    from tasks.errors import ConfigError
+    from core.errors import ConfigError
     from tasks.noise import NOISE_PARAMS, make_noise
 
     assert NOISE_PARAMS == {"gaussian": ("sigma", "space"), "poisson": ("rate",), "none": ()}
@@ -240,7 +240,7 @@ def test_make_noise_ignores_other_kinds_and_refuses_unknown_parameters():
 
 def test_output_paths_are_probed_without_leaving_files(tmp_path):
     from harness.validate import _writable
-    from tasks.errors import ConfigError
+    from core.errors import ConfigError
 
     _writable("run.root", tmp_path / "new" / "deeper", False)
     _writable("run.leaderboard", tmp_path / "lb.csv", True)

@@ -11,9 +11,9 @@ import torch
 
 from models.base import Condition
 from models.diffusers_pixel import DiffusersPixelPrior
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from core.files import REPO_ROOT as ROOT
 NULL = 10  # 10 digit classes and a null class, trained-CFG style
 
 

@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.convert_adm import PRESETS, convert, convert_state_dict, unet_config
+from tools.convert_adm import PRESETS, convert, convert_state_dict, unet_config
 from models.diffusers_pixel import DiffusersPixelPrior
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 
 SMALL = dict(image_size=16, in_channels=3, num_channels=32, num_res_blocks=1, channel_mult=(1, 2),
              attention_resolutions=(8,), num_head_channels=16, learn_sigma=True, use_new_attention_order=False)

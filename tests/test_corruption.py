@@ -16,9 +16,9 @@ import pytest
 
 from harness.records import RunDir
 from harness.runner import run_cell, run_name
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from core.files import REPO_ROOT as ROOT
 # 4 images, 2 per batch (batch_size 4 = 2 images x 2 samples): batches {0,1} and {2,3}
 CELL = ["solver=ddim", "solver.steps=3", "dataset.n=4", "run.num_samples=2", "compute.batch_size=4",
         "compute.device=cpu", "metrics.n_ref=64", "run.grid_images=2"]

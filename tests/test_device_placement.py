@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from harness.build import instantiate
 from harness.cli import CONF_DIR
-from tasks.rng import generators
+from core.rng import generators
 from tests.transfer_guard import TransferGuard
 
 META = torch.device("meta")

@@ -9,10 +9,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 from tests.helpers import coco, png
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from core.files import REPO_ROOT as ROOT
 PIXEL = os.path.join(ROOT, "models", "weights", "digits_pixel")
 CLASSIFIER = os.path.join(ROOT, "models", "weights", "digits_classifier", "model.safetensors")
 
@@ -230,7 +230,7 @@ SAMPLE_MAX_FD = 1500.0
 
 def test_digits_prior_samples_are_digits(classifier):
     from models.diffusers_pixel import DiffusersPixelPrior
-    from models.eval_digits import frechet_distance, sample
+    from tools.eval_digits import frechet_distance, sample
     from data.digits import digits_tensors
     from models.digits_classifier import confidence, features
 

@@ -11,7 +11,7 @@ import torch
 
 from data.digits import digits_tensors
 from models.digits_classifier import confidence, load_classifier
-from models.eval_digits import sample_conditional, vae_psnr
+from tools.eval_digits import sample_conditional, vae_psnr
 from models.latent import LatentPrior
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "weights" / "digits_latent"

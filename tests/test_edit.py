@@ -15,10 +15,10 @@ from solvers.null_text import NullTextInversion
 from solvers.restore_edit import RestoreThenEdit
 from solvers.stsl import STSL
 from tasks.edit import Edit
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 from tasks.inpaint import BoxInpainting
 from tasks.inversion import Inversion
-from tasks.rng import generators
+from core.rng import generators
 from tasks.sr import AvgPoolSR
 from tests.latent_world import save_class_latent
 

@@ -11,9 +11,9 @@ import pytest
 
 from solvers.freedom import FreeDoM
 from solvers.mcg import MCG
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 from tasks.nonlinear import PhaseRetrieval
-from tasks.rng import generator
+from core.rng import generator
 from tests.helpers import measured
 from tests.pixel_world import SHAPE, SIGMA, TASKS, baseline, posterior_err
 

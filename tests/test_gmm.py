@@ -5,7 +5,7 @@ import torch
 
 from models.gmm import GaussianMixture
 from tasks.inpaint import BoxInpainting
-from tasks.rng import generator
+from core.rng import generator
 from tasks.sr import AvgPoolSR
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from harness.cli import REPO_ROOT
 from hydra_plugins.diffinv_gpu_pool.gpu_pool import pool_devices
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 
 APP = os.path.join(REPO_ROOT, "tests", "gpu_pool_app.py")
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from harness.runner import run_cell
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from core.files import REPO_ROOT as ROOT
 FAST = ["solver.steps=20", "dataset.n=5", "run.num_samples=2", "compute.device=cpu"]
 PROTOCOL = ["run", "solver", "solver_params", "task", "task_params", "noise", "sigma_y", "sigma_given", "sigma_space",
             "dataset", "split", "image_id", "model", "model_params", "seed", "git_commit", "measurement_key", "nfe",

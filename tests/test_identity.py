@@ -13,9 +13,9 @@ import torch
 from harness.build import build_cell
 from harness.cli import compose
 from harness.runner import OUTSIDE, cell_key, run_name
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from core.files import REPO_ROOT as ROOT
 GMM = ["+experiment=gmm", "solver=ddim", "solver.steps=3", "dataset.n=2", "compute.device=cpu"]
 DIGITS = ["solver=ddim", "solver.steps=2", "dataset.n=4", "compute.device=cpu"]
 NAME = ("from harness.cli import compose; from harness.runner import run_name; import sys; "

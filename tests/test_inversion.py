@@ -5,8 +5,8 @@ import torch
 import solvers.bdia as bdia
 import solvers.ddim_inversion as ddim_inv
 import solvers.edict as edict
-from tasks.errors import ConfigError
-from tasks.rng import generators
+from core.errors import ConfigError
+from core.rng import generators
 
 
 def rel(a, b):

@@ -5,8 +5,8 @@ import torch
 
 from models.latent import LatentPrior
 from solvers.ddim import DDIM
-from tasks.errors import ConfigError
-from tasks.rng import generators
+from core.errors import ConfigError
+from core.rng import generators
 from tests.latent_world import DIM, SEQ, save_class_latent, save_parts, tiny_parts
 
 

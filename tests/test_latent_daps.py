@@ -7,9 +7,9 @@ import torch
 from models.base import Prior, counted, linear_alphas_cumprod
 from models.latent import LatentPrior
 from solvers.latent_daps import LatentDAPS
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 from tasks.inpaint import BoxInpainting
-from tasks.rng import generators, randn
+from core.rng import generators, randn
 from tests.helpers import measured
 from tests.latent_world import SHAPE, batch_independent, refuses_pixel_prior, run
 

@@ -31,7 +31,7 @@ from solvers.p2l import P2L
 from solvers.psld import PSLD
 from solvers.resample import ReSample
 from solvers.stsl import STSL
-from tasks.rng import generators
+from core.rng import generators
 from tests.helpers import measured
 from tests.pixel_world import TASKS, baseline, posterior_err
 

@@ -11,10 +11,10 @@ from solvers.graikos import Graikos
 from solvers.null_text import NullTextInversion
 from solvers.psld import PSLD
 from solvers.stsl import STSL
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 from tasks.inpaint import BoxInpainting
 from tasks.inversion import Inversion
-from tasks.rng import generators, randn
+from core.rng import generators, randn
 from tests.helpers import measured
 from tests.latent_world import SHAPE, SIGMA, TASKS, batch_independent, refuses_pixel_prior, run
 

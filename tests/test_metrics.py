@@ -9,7 +9,7 @@ import torch
 
 from harness.runner import run_cell
 from metrics import fid as fidlib
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 
 FAST = ["solver=pinv", "dataset.n=6", "run.num_samples=3", "compute.device=cpu"]
 TINY = "tests.tiny_features:features"

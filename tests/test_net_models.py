@@ -8,9 +8,9 @@ import torch
 from data.base import Dataset
 from models.diffusers_pixel import DiffusersPixelPrior
 from solvers.dps import DPS
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 from tasks.inpaint import BoxInpainting
-from tasks.rng import generators
+from core.rng import generators
 
 
 def tiny_unet(channels=1, learned_variance=False, seed=0):
@@ -141,7 +141,7 @@ class TinyImages(Dataset):
         self.ids, self.shape, self.seed = list(range(start, start + n)), prior.image_shape, seed
 
     def batch(self, ids):
-        from tasks.rng import generator, rand
+        from core.rng import generator, rand
 
         x = torch.cat([rand([generator("tiny", self.seed, i)], (self.shape[0], 4, 4)) for i in ids]) * 2 - 1
         return torch.nn.functional.interpolate(x, size=self.shape[1:], mode="bilinear"), [None] * len(ids)

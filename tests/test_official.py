@@ -67,7 +67,7 @@ def _spy(monkeypatch, prior, log):
 
 
 def _measured(prior, task, ids=(7,)):
-    from tasks.rng import generators
+    from core.rng import generators
     x = prior.sample_prior(generators(list(ids), "truth"))
     bound = task.bind(task.draw(list(ids), 0))
     return bound, bound.measure(x, generators(list(ids), "noise"))
@@ -77,7 +77,7 @@ def _measured(prior, task, ids=(7,)):
 def test_dsg_guided_steps_count_down_so_the_last_is_guided(prior, monkeypatch, steps, k):
     from solvers.dps import DPS
     from tasks.inpaint import BoxInpainting
-    from tasks.rng import generators
+    from core.rng import generators
     task, y = _measured(prior, BoxInpainting((1, 16, 16), {"sigma": 0.05}, box=8, margin=1))
     log = []
     _spy(monkeypatch, prior, log)
@@ -92,7 +92,7 @@ def test_ddrm_noiseless_last_step_falls_through_to_the_free_case(prior, monkeypa
     (functions/denoising.py) returns x̂0 on every coefficient, observed ones included (not ȳ)."""
     from solvers.ddrm import DDRM
     from tasks.inpaint import BoxInpainting
-    from tasks.rng import generators
+    from core.rng import generators
     task, y = _measured(prior, BoxInpainting((1, 16, 16), {"sigma": 0.0}, box=8, margin=1))
     assert task.sigma_y == 0
     const = torch.full_like(y, 0.25)
@@ -104,7 +104,7 @@ def test_ddrm_noiseless_last_step_falls_through_to_the_free_case(prior, monkeypa
 def test_reddiff_returns_mu_before_the_last_adam_step(prior, monkeypatch):
     from solvers.reddiff import REDDiff
     from tasks.sr import AvgPoolSR
-    from tasks.rng import generators
+    from core.rng import generators
     task, y = _measured(prior, AvgPoolSR((1, 16, 16), {"sigma": 0.05}, factor=4))
     seen, A = [], task.A
     monkeypatch.setattr(task, "A", lambda x: (seen.append(x.detach().clone()), A(x))[1])
@@ -117,7 +117,7 @@ def test_reddiff_returns_mu_before_the_last_adam_step(prior, monkeypatch):
 def test_pigdm_starts_from_the_noised_pseudo_inverse_and_replaces_observed_pixels(prior, monkeypatch):
     from solvers.pigdm import PiGDM
     from tasks.inpaint import BoxInpainting
-    from tasks.rng import generators
+    from core.rng import generators
     task, y = _measured(prior, BoxInpainting((1, 16, 16), {"sigma": 0.05}, box=8, margin=1))
     noise_run, pinv_run = [], []
     _spy(monkeypatch, prior, noise_run)
@@ -138,7 +138,7 @@ def test_graikos_is_unconditional_by_default(monkeypatch):
     from models.gmm import digits_gmm_latent
     from solvers.graikos import Graikos
     from tasks.inpaint import BoxInpainting
-    from tasks.rng import generators
+    from core.rng import generators
     latent = digits_gmm_latent()
     task, y = _measured(latent, BoxInpainting((1, 16, 16), {"sigma": 0.05}, box=8, margin=1))
     cond = latent.embed(["3"])
@@ -184,9 +184,9 @@ def test_learned_variance_is_read_from_the_prior_and_refused_without_it(prior, t
     from models.diffusers_pixel import DiffusersPixelPrior
     from solvers.ddpm import DDPM
     from solvers.dps import DPS
-    from tasks.errors import ConfigError
+    from core.errors import ConfigError
     from tasks.inpaint import BoxInpainting
-    from tasks.rng import generators
+    from core.rng import generators
     from tests.test_net_models import save_pixel, tiny_unet
     task = BoxInpainting((1, 16, 16), {"sigma": 0.05}, box=8, margin=1)
     with pytest.raises(ConfigError, match="learned-variance"):

@@ -6,8 +6,8 @@ import torch
 
 from solvers.dps import DPS
 from solvers.p2l import P2L
-from tasks.errors import ConfigError
-from tasks.rng import generators, randn
+from core.errors import ConfigError
+from core.rng import generators, randn
 from tests.helpers import measured
 from tests.latent_world import TASKS, batch_independent, refuses_pixel_prior, run
 

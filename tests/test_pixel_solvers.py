@@ -29,9 +29,9 @@ from solvers.dps import DPS
 from solvers.ddrm import DDRM
 from solvers.pigdm import PiGDM
 from solvers.reddiff import REDDiff
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 from tasks.nonlinear import PhaseRetrieval
-from tasks.rng import generator, generators
+from core.rng import generator, generators
 from tasks.sr import AvgPoolSR
 from tests.helpers import measured
 from tests.pixel_world import SHAPE, SIGMA, TASKS, baseline, posterior_err

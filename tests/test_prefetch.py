@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from data.base import Dataset
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 from tests.test_digits_data import fake_prior, folder, png
 
 WAIT = 10.0  # seconds; only reached when the behaviour is missing

@@ -18,7 +18,7 @@ PRESETS = sorted(os.path.basename(p)[:-5] for p in glob.glob(os.path.join(REPO_R
 
 def test_every_preset_cites_its_source_and_leaves_only_paths_open():
     from harness.validate import check_paths
-    from tasks.errors import ConfigError
+    from core.errors import ConfigError
     assert len(PRESETS) >= 15
     for name in PRESETS:
         text = open(os.path.join(REPO_ROOT, "conf/experiment", f"{name}.yaml")).read()
@@ -48,7 +48,7 @@ def stand_in(tmp_path_factory):
     from diffusers import UNet2DModel
     from PIL import Image
 
-    from models.convert_adm import save_pipeline, unet_config
+    from tools.convert_adm import save_pipeline, unet_config
     root = tmp_path_factory.mktemp("standin")
     hp = dict(image_size=256, in_channels=3, num_channels=32, num_res_blocks=1, channel_mult=(1, 2),
               attention_resolutions=(), num_head_channels=16, learn_sigma=True, use_new_attention_order=False)

@@ -13,7 +13,7 @@ import torch
 
 from harness import report
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from core.files import REPO_ROOT as ROOT
 
 WORLDS = {
     "gmm": dict(dataset="gmm", split="test", dataset_start=0, image_ids="0..3", n_images=4, model="gmm",

@@ -7,8 +7,8 @@ import torch
 from models.latent import LatentPrior
 from solvers.ddim import DDIM
 from solvers.resample import ReSample, resample_gamma, stochastic_resample
-from tasks.errors import ConfigError
-from tasks.rng import generators
+from core.errors import ConfigError
+from core.rng import generators
 from tests.helpers import measured
 from tests.latent_world import TASKS, batch_independent, refuses_pixel_prior, run
 

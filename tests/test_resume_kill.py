@@ -10,7 +10,7 @@ import time
 
 import pandas as pd
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from core.files import REPO_ROOT as ROOT
 N_IMAGES = 12
 
 

@@ -8,9 +8,9 @@ from solvers.ddim import DDIM
 from solvers.ddpm import DDPM
 from solvers.dps import DPS
 from solvers.exact import ExactPosterior
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 from tasks.inpaint import BoxInpainting
-from tasks.rng import generator, generators
+from core.rng import generator, generators
 from tasks.sr import AvgPoolSR
 from tests.helpers import measured
 

@@ -12,15 +12,15 @@ from hydra.utils import get_object
 from PIL import Image
 
 from tasks.blur import GaussianBlur
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 from tasks.inpaint import BoxInpainting, FreeFormInpainting, RandomInpainting
 from tasks.motion import MotionBlur
 from tasks.noise import make_noise
 from tasks.nonlinear import HDR, JPEGQuant, PhaseRetrieval
-from tasks.rng import generators
+from core.rng import generators
 from tasks.sr import AvgPoolSR, BicubicSR
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from core.files import REPO_ROOT as ROOT
 SHAPE = (1, 16, 16)
 RGB = (3, 16, 16)
 

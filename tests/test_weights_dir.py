@@ -7,7 +7,7 @@ import torch
 from metrics import WEIGHTS_ENV, hub_checkpoints
 from metrics import fid as fidlib
 from metrics.lpips import BACKBONE_FILES, check_nets
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,7 @@ This machine has no GPU, so the tests run the solve on the `meta` device (shapes
 any host tensor that reaches the solve is then on a different device than the data and shows up here,
 exactly as it would on CUDA. Meta tensors have no values, so `fake_generators=True` turns a draw from a
 (CPU) generator into an empty tensor on the solve device: the stand-in for the per-sample device
-generators the runner makes (tasks.rng), which `torch.Generator` cannot make for `meta`.
+generators the runner makes (core.rng), which `torch.Generator` cannot make for `meta`.
 """
 from __future__ import annotations
 

@@ -42,12 +42,12 @@ def pool_devices(gpus=None, environ=None) -> list[str]:
 
         devices = [str(g) for g in range(torch.cuda.device_count())]
     if not devices:
-        from tasks.errors import ConfigError
+        from core.errors import ConfigError
 
         raise ConfigError("hydra/launcher=gpu_pool found no GPU on this node (CUDA_VISIBLE_DEVICES is empty and "
                           "torch sees none); set hydra.launcher.gpus, or use hydra/launcher=local_parallel on a CPU.")
     if len(set(devices)) != len(devices):
-        from tasks.errors import ConfigError
+        from core.errors import ConfigError
 
         raise ConfigError(f"hydra.launcher.gpus lists a GPU twice ({devices}); give each device once.")
     return devices

@@ -1,7 +1,7 @@
 """Are the digits prior's samples digits? Classifier confidence of DDIM samples vs real digits and noise.
 
-    python -m models.eval_digits --n 256 --steps 50 --grid results/digits_samples.png
-    python -m models.eval_digits --latent --n 20 --steps 30 --grid results/digits_latent_samples.png
+    python -m tools.eval_digits --n 256 --steps 50 --grid results/digits_samples.png
+    python -m tools.eval_digits --latent --n 20 --steps 30 --grid results/digits_latent_samples.png
 
 Prints, for unconditional DDIM samples of the shipped pixel prior, for the 300 held-out test
 digits, and for pure Gaussian noise clipped to [-1, 1]: the classifier's mean max-softmax
@@ -16,8 +16,9 @@ import json
 from pathlib import Path
 
 import torch
+from core.files import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(REPO_ROOT)
 PIXEL = ROOT / "models" / "weights" / "digits_pixel"
 LATENT = ROOT / "models" / "weights" / "digits_latent"
 
@@ -32,7 +33,7 @@ def load_pixel_prior(path: str | Path = PIXEL):
 def sample(prior, n: int, steps: int = 50, seed: int = 0, batch: int = 64) -> torch.Tensor:
     """n unconditional DDIM (η=0) samples in [-1,1]-scale, one seeded generator per sample."""
     from solvers.ddim import DDIM
-    from tasks.rng import generators
+    from core.rng import generators
 
     solver, out = DDIM(steps=steps), []
     for start in range(0, n, batch):
@@ -66,7 +67,7 @@ def load_latent_prior(path: str | Path = LATENT, guidance_scale: float = 2.0):
 def sample_conditional(prior, classes, per_class: int, steps: int = 30, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """per_class class-conditional DDIM (η=0, CFG at the prior's scale) samples of each class, in class order."""
     from solvers.ddim import DDIM
-    from tasks.rng import generators
+    from core.rng import generators
 
     xs, labels = [], []
     for k in classes:
@@ -121,7 +122,7 @@ def summary(conf: torch.Tensor, cls: torch.Tensor) -> dict:
 def main(argv=None):
     from data.digits import digits_tensors
     from models.digits_classifier import confidence, features, load_classifier
-    from tasks.rng import generator
+    from core.rng import generator
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=256)

@@ -1,7 +1,7 @@
 """Convert a guided-diffusion (ADM; Dhariwal & Nichol 2021) `UNetModel` checkpoint to a diffusers pipeline.
 
-    python -m models.convert_adm ffhq_10m.pt weights/adm_ffhq256 --preset ffhq256
-    python -m models.convert_adm 256x256_diffusion_uncond.pt weights/adm_imagenet256 --preset imagenet256_uncond
+    python -m tools.convert_adm ffhq_10m.pt weights/adm_ffhq256 --preset ffhq256
+    python -m tools.convert_adm 256x256_diffusion_uncond.pt weights/adm_imagenet256 --preset imagenet256_uncond
 
 The output directory (model_index.json, unet/, scheduler/) loads with `DiffusersPixelPrior`
 (conf/model/adm_*.yaml). ADM's UNet maps onto diffusers' `UNet2DModel` one module for one module:
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from tasks.errors import ConfigError
+from core.errors import ConfigError
 
 # Hyperparameters of the released checkpoints. attention_resolutions are feature-map sizes, as in
 # guided-diffusion's script flags (it converts them to downsampling factors image_size // res).

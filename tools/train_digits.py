@@ -1,8 +1,8 @@
 """Train the shipped digits world on scikit-learn's digits (1×16×16 in [-1, 1]), CPU, one thread.
 
-    python -m models.train_digits pixel      --minutes 25   # DDPM UNet      -> models/weights/digits_pixel/
-    python -m models.train_digits classifier --minutes 5    # small CNN      -> models/weights/digits_classifier/
-    python -m models.train_digits latent     --minutes 15   # VAE + cond UNet -> models/weights/digits_latent/
+    python -m tools.train_digits pixel      --minutes 25   # DDPM UNet      -> models/weights/digits_pixel/
+    python -m tools.train_digits classifier --minutes 5    # small CNN      -> models/weights/digits_classifier/
+    python -m tools.train_digits latent     --minutes 15   # VAE + cond UNet -> models/weights/digits_latent/
 
 Only the `train` split of `data.digits.split_indices()` is ever used here; the 300 `test` images
 stay held out (accuracy of the classifier is reported on them). Training stops at the first of
@@ -22,8 +22,9 @@ import torch
 import torch.nn.functional as F
 
 from data.digits import digits_tensors
+from core.files import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(REPO_ROOT)
 WEIGHTS = ROOT / "models" / "weights"
 
 
