@@ -222,6 +222,7 @@ def check_cell(cfg: DictConfig, cell):
         cell.prior.embed([""])
     T = getattr(cell.prior, "T", None)
     if isinstance(T, int):
+        from solvers.base import at_key_path
         from solvers.common import timesteps
 
         for path, node in _solver_nodes(cfg.solver):
@@ -229,7 +230,7 @@ def check_cell(cfg: DictConfig, cell):
                 try:
                     timesteps(T, int(node.steps), str(node.spacing))
                 except ConfigError as e:
-                    raise ConfigError(f"{path}.steps={node.steps}: {e}") from None
+                    raise ConfigError(f"{path}.steps={node.steps}: {at_key_path(e, path)}") from None
 
 
 # -- the command line ------------------------------------------------------------------------------

@@ -166,9 +166,19 @@ def check_variance(variance: str, prior):
                           "set solver.variance=fixed_small.")
 
 
-def per_sample_norm(r: torch.Tensor) -> torch.Tensor:
-    """‖r_i‖₂ for each sample i: guidance norms are never pooled over the batch."""
-    return r.flatten(1).norm(dim=1)
+def _keep(v: torch.Tensor, r: torch.Tensor, keepdim: bool) -> torch.Tensor:
+    return v.reshape(-1, *([1] * (r.dim() - 1))) if keepdim else v
+
+
+def sample_norm(r: torch.Tensor, keepdim: bool = False) -> torch.Tensor:
+    """‖r_i‖₂ for each sample i, [B] (keepdim: [B,1,…,1], to broadcast against r when normalising a
+    direction). Guidance norms are never pooled over the batch."""
+    return _keep(r.flatten(1).norm(dim=1), r, keepdim)
+
+
+def inf_norm(r: torch.Tensor, keepdim: bool = False) -> torch.Tensor:
+    """‖r_i‖_∞ for each sample i, [B] (keepdim: [B,1,…,1])."""
+    return _keep(r.flatten(1).abs().amax(dim=1), r, keepdim)
 
 
 def sample_noise(gens, x: torch.Tensor) -> torch.Tensor:
@@ -178,15 +188,22 @@ def sample_noise(gens, x: torch.Tensor) -> torch.Tensor:
 
 def residual(prior, task, y, x0) -> torch.Tensor:
     """‖y − A(D(x̂0))‖ per sample [B] (D the prior's decoder; the identity for pixel priors)."""
-    return per_sample_norm(y - task.A(prior.decode(x0)))
+    return sample_norm(y - task.A(prior.decode(x0)))
 
 
-def loss_grad(loss, x: torch.Tensor) -> torch.Tensor:
-    """∇_x Σ_i loss_i(x), detached, for a per-sample loss [B] (each sample's gradient is its own)."""
+def loss_grad(loss, x: torch.Tensor, aux: bool = False):
+    """∇_x Σ_i loss_i(x), detached, for a per-sample loss [B] (each sample's gradient is its own).
+
+    aux: `loss(x)` returns (loss [B], extra), extra a tensor or a tuple of tensors computed on the way (ε̂, x̂0,
+    a decoded image, the loss itself); the result is (gradient, extra), both detached. x may be a leaf an
+    optimiser updates in place: the gradient is taken at a detached view of the same storage."""
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
-        (g,) = torch.autograd.grad(loss(x).sum(), x)
-    return g
+        value, extra = loss(x) if aux else (loss(x), None)
+        (g,) = torch.autograd.grad(value.sum(), x)
+    if not aux:
+        return g
+    return g, (tuple(e.detach() for e in extra) if isinstance(extra, tuple) else extra.detach())
 
 
 def guided_prediction(prior, x, t, cond=None, loss=None, clip: bool = False):
@@ -213,12 +230,6 @@ def levels(T: int, steps: int, spacing: str = "adm") -> list[int]:
 
 
 
-
-def sample_norm(r: torch.Tensor) -> torch.Tensor:
-    """‖r_i‖ broadcast against r (per sample), for normalising directions."""
-    return per_sample_norm(r).reshape(-1, *([1] * (r.dim() - 1)))
-
-
 def renoise(x_s, a_s, a_t, noise):
     """A draw of q(x_t | x_s) for t > s: √(ᾱ_t/ᾱ_s) x_s + √(1-ᾱ_t/ᾱ_s) ξ (RePaint/DDNM/FreeDoM time travel)."""
     return (a_t / a_s).sqrt() * x_s + (1 - a_t / a_s).clamp_min(0).sqrt() * noise
@@ -241,17 +252,18 @@ def time_travel(steps: list, length: int = 1, repeat: int = 1) -> list:
     return out
 
 
-# -- linear algebra through a task's SVD A = U diag(s) Vᵀ -------------------------------------------
+# -- linear algebra through a task's SVD A = U diag(sv) Vᵀ -------------------------------------------
 def svd_coefficients(task, y):
-    """(svd, s, ŷ) with s [B|1, d] the singular values padded with zeros to the image dimension d and
-    ŷ = Uᵀy [B, d] padded alike: coefficient i of Vᵀx meets s_i and ŷ_i (s_i = 0: x_i is unobserved)."""
+    """(svd, sv, ŷ) with sv [B|1, d] the singular values (the docstrings' s_i) padded with zeros to the image
+    dimension d and ŷ = Uᵀy [B, d] padded alike: coefficient i of Vᵀx meets sv_i and ŷ_i (sv_i = 0: x_i is
+    unobserved). Per-sample scalars such as `prior.abar(t, ŷ)` broadcast against these [B, d] coefficients."""
     svd = task.cached_svd()
     if svd is None:
         raise ConfigError(f"task {task.name} has no SVD on these images; choose a task with one or another solver.")
     d = y.new_zeros(1, *task.image_shape).numel()
-    s = svd.singulars().to(y)
-    uy = svd.Ut(y)[:, : s.shape[1]]
-    return svd, torch.nn.functional.pad(s, (0, d - s.shape[1])), torch.nn.functional.pad(uy, (0, d - s.shape[1]))
+    sv = svd.singulars().to(y)
+    uy = svd.Ut(y)[:, : sv.shape[1]]
+    return svd, torch.nn.functional.pad(sv, (0, d - sv.shape[1])), torch.nn.functional.pad(uy, (0, d - sv.shape[1]))
 
 
 def safe_div(a, b):
@@ -291,10 +303,10 @@ def dsg_step(mean, sigma, noise, grad, rate: float):
     n = mean[0].numel()
     r = (n ** 0.5) * sigma
     tiny = torch.finfo(mean.dtype).tiny
-    d_star = -r * grad / sample_norm(grad).clamp_min(tiny)
+    d_star = -r * grad / sample_norm(grad, keepdim=True).clamp_min(tiny)
     d_s = sigma * noise
     d = d_s + rate * (d_star - d_s)
-    return mean + r * d / sample_norm(d).clamp_min(tiny)
+    return mean + r * d / sample_norm(d, keepdim=True).clamp_min(tiny)
 
 
 BACKPROJECTIONS = ("pinv", "adjoint")
@@ -310,11 +322,6 @@ def check_backprojection(how: str, solver: str):
     if how not in BACKPROJECTIONS:
         raise ConfigError(f"{solver}: backprojection must be one of {BACKPROJECTIONS}, not {how!r}; "
                           "set solver.backprojection.")
-
-
-def inf_norm(r: torch.Tensor) -> torch.Tensor:
-    """‖r_i‖_∞ per sample, shaped to broadcast against r."""
-    return r.flatten(1).abs().amax(dim=1).reshape(-1, *([1] * (r.dim() - 1)))
 
 
 # -- editing --------------------------------------------------------------------------------------

@@ -44,12 +44,12 @@ class DDNM(Solver):
         x0 = x0 - task.pinv(task.A(x0) - y)
         return a_s.sqrt() * x0 + (1 - a_s).sqrt() * (self.eta * noise + (1 - self.eta ** 2) ** 0.5 * eps)
 
-    def _step_plus(self, svd, s, ybar, sy, x0, eps, a_s, noise):
+    def _step_plus(self, svd, sv, ybar, sy, x0, eps, a_s, noise):
         a = a_s.reshape(-1, 1)
         c = (1 - a).sqrt()
-        ny = safe_div(torch.full_like(s, sy), s)  # σ_y/s_i
-        lam = torch.where(s > 0, (safe_div(c * torch.ones_like(s), a.sqrt() * ny)).clamp(max=1.0) if sy > 0
-                          else torch.ones_like(s), torch.zeros_like(s))
+        ny = safe_div(torch.full_like(sv, sy), sv)  # σ_y/s_i
+        lam = torch.where(sv > 0, (safe_div(c * torch.ones_like(sv), a.sqrt() * ny)).clamp(max=1.0) if sy > 0
+                          else torch.ones_like(sv), torch.zeros_like(sv))
         x0b = svd.Vt(x0)
         x0b = x0b + lam * (ybar - x0b)
         gamma = (c ** 2 - (a.sqrt() * lam * ny) ** 2).clamp_min(0).sqrt()
@@ -59,21 +59,21 @@ class DDNM(Solver):
     @torch.no_grad()
     def solve(self, prior, task, y, gens, cond=None):
         if self.plus:
-            svd, s, uy = svd_coefficients(task, y)
-            ybar = safe_div(uy, s)
+            svd, sv, uy = svd_coefficients(task, y)
+            ybar = safe_div(uy, sv)
         x = self.initial_noise(prior, gens, y)
         walk = time_travel(pairs(timesteps(prior.T, self.steps, self.spacing)), self.travel_length, self.travel_repeat)
-        for t, s_ in walk:
-            a_t, a_s = prior.abar(t, x), prior.abar(s_, x)
+        for t, s in walk:
+            a_t, a_s = prior.abar(t, x), prior.abar(s, x)
             noise = sample_noise(gens, x)
-            if s_ > t:  # time travel: back to the noisier level
+            if s > t:  # time travel: back to the noisier level
                 x = renoise(x, a_t, a_s, noise)
                 continue
             eps, x0 = prior.predict(x, t, cond)
-            if s_ < 0:
+            if s < 0:
                 noise = torch.zeros_like(noise)
             if self.plus:
-                x = self._step_plus(svd, s, ybar, task.sigma_y, x0, eps, a_s, noise)
+                x = self._step_plus(svd, sv, ybar, task.sigma_y, x0, eps, a_s, noise)
             else:
                 x = self._step_plain(task, y, x0, eps, a_s, noise)
         return prior.decode(x)

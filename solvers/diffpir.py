@@ -35,16 +35,15 @@ class DiffPIR(Solver):
 
     @torch.no_grad()
     def solve(self, prior, task, y, gens, cond=None):
-        svd, s, uy = svd_coefficients(task, y)
+        svd, sv, uy = svd_coefficients(task, y)
         sigma_n = max(task.sigma_y / 2, 1e-3)
         x = self.initial_noise(prior, gens, y)
-        flat = y.new_zeros(y.shape[0], 1)
-        for t, s_ in pairs(timesteps(prior.T, self.steps, self.spacing)):
-            a_t, a_s = prior.abar(t, x), prior.abar(s_, x)
+        for t, s in pairs(timesteps(prior.T, self.steps, self.spacing)):
+            a_t, a_s = prior.abar(t, x), prior.abar(s, x)
             _, x0 = prior.predict(x, t, cond)
-            rho = self.lam * sigma_n ** 2 / prior.sigma(t, flat) ** 2
-            x0 = svd.V((s * uy + rho * svd.Vt(x0)) / (s ** 2 + rho))
+            rho = self.lam * sigma_n ** 2 / prior.sigma(t, uy) ** 2
+            x0 = svd.V((sv * uy + rho * svd.Vt(x0)) / (sv ** 2 + rho))
             eps = eps_from_x0(x, x0, a_t)
-            noise = sample_noise(gens, x) if s_ >= 0 else torch.zeros_like(x)
+            noise = sample_noise(gens, x) if s >= 0 else torch.zeros_like(x)
             x = a_s.sqrt() * x0 + (1 - a_s).sqrt() * ((1 - self.zeta) ** 0.5 * eps + self.zeta ** 0.5 * noise)
         return prior.decode(x)

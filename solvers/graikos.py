@@ -79,7 +79,7 @@ class Graikos(Solver):
     def decoder_error(z0, task, y, prior):
         """−∇_{ẑ0} ‖y − A(D(ẑ0))‖₂ per sample, ∞-normalised (a decoder VJP; the UNet is not in the graph)."""
         g = loss_grad(lambda v: residual(prior, task, y, v), z0)
-        return -g / inf_norm(g).clamp_min(torch.finfo(g.dtype).tiny)
+        return -g / inf_norm(g, keepdim=True).clamp_min(torch.finfo(g.dtype).tiny)
 
     def ancestral_std(self, prior, t, s, like):
         a_t, a_s = prior.abar(t, like), prior.abar(s, like)
@@ -102,9 +102,9 @@ class Graikos(Solver):
             eps, z0 = prior.predict(z, t, cond)
             for lr in lrs:
                 e = m_z * (z_y - z0) if kind == "mask" else self.decoder_error(z0, task, y, prior)
-                h = self.h / inf_norm(e).clamp_min(tiny)
+                h = self.h / inf_norm(e, keepdim=True).clamp_min(tiny)
                 g = (prior.x0(z + h * e, t, cond) - z0) / h  # forward difference ≈ J e
-                z = z + lr * g / inf_norm(g).clamp_min(tiny)
+                z = z + lr * g / inf_norm(g, keepdim=True).clamp_min(tiny)
                 eps, z0 = prior.predict(z, t, cond)
             a_s = prior.abar(s, z)
             std = self.ancestral_std(prior, t, s, z)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from solvers.base import Solver
-from solvers.common import ddim_step, guided_prediction, pairs, per_sample_norm, sample_noise, timesteps
+from solvers.common import ddim_step, guided_prediction, pairs, sample_norm, sample_noise, timesteps
 from core.errors import ConfigError
 
 
@@ -32,7 +32,7 @@ class MCG(Solver):
 
     def solve(self, prior, task, y, gens, cond=None):
         x = self.initial_noise(prior, gens, y)
-        loss = lambda x0: per_sample_norm(y - task.A(x0))  # noqa: E731
+        loss = lambda x0: sample_norm(y - task.A(x0))  # noqa: E731
         for t, s in pairs(timesteps(prior.T, self.steps, self.spacing)):
             a_t, a_s = prior.abar(t, x), prior.abar(s, x)
             eps, x0, g, _ = guided_prediction(prior, x, t, cond, loss, self.clip_x0)

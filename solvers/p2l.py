@@ -31,7 +31,8 @@ import torch
 
 from models.base import per_sample
 from solvers.base import Solver
-from solvers.common import conjugate_gradient, ddim_step, pairs, per_sample_norm, residual, sample_noise, timesteps
+from solvers.common import (conjugate_gradient, ddim_step, loss_grad, pairs, residual, sample_noise, sample_norm,
+                            timesteps)
 from core.errors import ConfigError
 
 
@@ -66,7 +67,7 @@ class P2L(Solver):
     def initial_prompt(self, prior, cond, B: int):
         """(the condition, c [B, seq, dim] its conditional rows): one tunable row per sample."""
         base = prior.embed([""]) if cond is None else cond
-        return base, per_sample(base.cond, B).detach().clone()
+        return base, per_sample(base.cond, B).clone()
 
     @staticmethod
     def residual(prior, task, y, z0):
@@ -80,11 +81,8 @@ class P2L(Solver):
 
     def tune_prompt(self, prior, task, y, z, t, base, c, opt):
         """K Adam steps on c at fixed z_t; each sample's loss reaches only its own row of c."""
-        z = z.detach()
         for _ in range(self.prompt_steps):
-            with torch.enable_grad():
-                (grad,) = torch.autograd.grad(self.prompt_loss(prior, task, y, z, t, base, c).sum(), c)
-            c.grad = grad
+            c.grad = loss_grad(lambda v: self.prompt_loss(prior, task, y, z, t, base, v), c)  # noqa: B023
             opt.step()
             c.grad = None
         return c
@@ -95,11 +93,17 @@ class P2L(Solver):
         return conjugate_gradient(lambda v: task.At(task.A(v)) + self.lam * v, task.At(y) + self.lam * x_hat,
                                   iters=self.cg_iters)
 
+    def guidance_loss(self, prior, task, y, z, t, cond):
+        """‖y − A D(ẑ0(z_t))‖ per sample, with (ε̂, ẑ0, D(ẑ0)) of this evaluation (the image the projection starts from)."""
+        eps, z0 = prior.predict(z, t, cond)
+        x_hat = prior.decode(z0)
+        return sample_norm(y - task.A(x_hat)), (eps, z0, x_hat)
+
+    @torch.no_grad()
     def solve(self, prior, task, y, gens, cond=None):
         cond = self.condition(prior.embed([""]) if cond is None else cond)
         z = self.initial_noise(prior, gens, y)
         base, c = self.initial_prompt(prior, cond, z.shape[0])
-        c.requires_grad_(True)
         opt = torch.optim.Adam([c], lr=self.prompt_lr)
         for i, (t, s) in enumerate(pairs(timesteps(prior.T, self.steps, self.spacing))):
             a_t, a_s = prior.abar(t, z), prior.abar(s, z)
@@ -109,18 +113,16 @@ class P2L(Solver):
                 self.tune_prompt(prior, task, y, z, t, base, c, opt)
             project = self.proj_every > 0 and (i + 1) % self.proj_every == 0
             guided = self.scale > 0
-            z = z.detach().requires_grad_(guided)
-            with torch.set_grad_enabled(guided):
-                eps, z0 = prior.predict(z, t, base.replace(cond=c.detach()))
-                x_hat = prior.decode(z0) if guided or project else None
-                if guided:
-                    (grad,) = torch.autograd.grad(per_sample_norm(y - task.A(x_hat)).sum(), z)
-            with torch.no_grad():
-                eps, z0 = eps.detach(), z0.detach()
-                if project:
-                    z0 = prior.encode(self.prox(task, y, x_hat.detach()))
-                noise = sample_noise(gens, z) if self.eta > 0 and s >= 0 else None
-                z = ddim_step(z.detach(), eps, z0, a_t, a_s, self.eta, noise)
-                if guided:
-                    z = z - self.scale * grad
-        return prior.decode(z.detach())
+            if guided:
+                grad, (eps, z0, x_hat) = loss_grad(lambda v: self.guidance_loss(prior, task, y, v, t, base.replace(cond=c)),  # noqa: B023
+                                                   z, aux=True)
+            else:
+                eps, z0 = prior.predict(z, t, base.replace(cond=c))
+                x_hat = prior.decode(z0) if project else None
+            if project:
+                z0 = prior.encode(self.prox(task, y, x_hat))
+            noise = sample_noise(gens, z) if self.eta > 0 and s >= 0 else None
+            z = ddim_step(z, eps, z0, a_t, a_s, self.eta, noise)
+            if guided:
+                z = z - self.scale * grad
+        return prior.decode(z)

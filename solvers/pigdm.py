@@ -67,34 +67,32 @@ class PiGDM(Solver):
                 raise ConfigError("ΠGDM with conjugate gradients needs sigma_y > 0 (r²AAᵀ + σ_y²I must be "
                                   "invertible); use a task with an SVD or measurement noise.")
 
-    def weighted_residual(self, task, svd, s, y, x0, r2):
-        """Aᵀ (r² AAᵀ + σ_y² I)⁻¹ (y - A x̂0), per sample."""
+    def weighted_residual(self, task, svd, sv, y, x0, r2):
+        """Aᵀ (r² AAᵀ + σ_y² I)⁻¹ (y - A x̂0), per sample; r2 = 1 - ᾱ_t, per sample [B|1,1,…,1]."""
         sy2 = task.sigma_y ** 2
         if svd is not None:
             c = svd.Ut(y - task.A(x0))
-            c = torch.nn.functional.pad(c[:, : s.shape[1]], (0, s.shape[1] - min(c.shape[1], s.shape[1])))
-            return svd.V(safe_div(s * c, r2 * s ** 2 + sy2))
+            c = torch.nn.functional.pad(c[:, : sv.shape[1]], (0, sv.shape[1] - min(c.shape[1], sv.shape[1])))
+            return svd.V(safe_div(sv * c, r2.reshape(-1, 1) * sv ** 2 + sy2))
         v = conjugate_gradient(lambda u: r2.reshape(-1, *([1] * (u.dim() - 1))) * task.A(task.At(u)) + sy2 * u,
                                y - task.A(x0), self.cg_iters)
         return task.At(v)
 
     def solve(self, prior, task, y, gens, cond=None):
         use_svd = self.inverse == "svd" or (self.inverse == "auto" and task.has_svd)
-        svd, s, _ = svd_coefficients(task, y) if use_svd else (None, None, None)
+        svd, sv, _ = svd_coefficients(task, y) if use_svd else (None, None, None)
         grid = pairs(timesteps(prior.T, self.steps, self.spacing))
         x = self.initial_noise(prior, gens, y)
         if self.init == "pinv":
             a_T = prior.abar(grid[0][0], x)
             x = a_T.sqrt() * task.pinv(y) + (1 - a_T).sqrt() * x
         mask = task.mask if self.replace_observed and "mask" in task.provides else None
-        flat = y.new_zeros(y.shape[0], 1)
-        for t, s_ in grid:
-            a_t, a_s = prior.abar(t, x), prior.abar(s_, x)
-            r2 = (1 - prior.abar(t, flat))
+        for t, s in grid:
+            a_t, a_s = prior.abar(t, x), prior.abar(s, x)
             x = x.detach().requires_grad_(True)
             with torch.enable_grad():
                 _, x0 = prior.predict(x, t, cond)
-                v = self.weighted_residual(task, svd, s, y, x0.detach(), r2).detach()
+                v = self.weighted_residual(task, svd, sv, y, x0.detach(), 1 - a_t).detach()
                 (g,) = torch.autograd.grad(x0, x, grad_outputs=v)
             with torch.no_grad():
                 x = x.detach()
@@ -104,6 +102,6 @@ class PiGDM(Solver):
                 if mask is not None:
                     x0 = (1 - mask) * x0 + mask * y
                 eps = eps_from_x0(x, x0, a_t)
-                noise = sample_noise(gens, x) if self.eta > 0 and s_ >= 0 else None
+                noise = sample_noise(gens, x) if self.eta > 0 and s >= 0 else None
                 x = ddim_step(x, eps, x0, a_t, a_s, self.eta, noise)
         return prior.decode(x)

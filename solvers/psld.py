@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from solvers.base import Solver
-from solvers.common import (backproject, check_backprojection, ddim_step, guided_prediction, pairs, per_sample_norm,
+from solvers.common import (backproject, check_backprojection, ddim_step, guided_prediction, pairs, sample_norm,
                             sample_noise, timesteps)
 from core.errors import ConfigError
 
@@ -49,10 +49,10 @@ class PSLD(Solver):
     def loss(self, z0, task, y, prior):
         """ω‖y − A D(ẑ0)‖ + γ‖ẑ0 − E(By + (I − BA) D(ẑ0))‖ per sample [B]."""
         x = prior.decode(z0)
-        loss = self.omega * per_sample_norm(y - task.A(x))
+        loss = self.omega * sample_norm(y - task.A(x))
         if self.gamma > 0:
             glued = backproject(task, y, self.backprojection) + x - backproject(task, task.A(x), self.backprojection)
-            loss = loss + self.gamma * per_sample_norm(z0 - prior.encode(glued))
+            loss = loss + self.gamma * sample_norm(z0 - prior.encode(glued))
         return loss
 
     def solve(self, prior, task, y, gens, cond=None):

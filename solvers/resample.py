@@ -50,7 +50,7 @@ from __future__ import annotations
 import torch
 
 from solvers.base import Solver
-from solvers.common import ddim_step, pairs, residual, sample_noise, timesteps
+from solvers.common import ddim_step, loss_grad, pairs, residual, sample_noise, timesteps
 from core.errors import ConfigError
 
 TWEEDIES = ("code", "paper")
@@ -115,23 +115,25 @@ class ReSample(Solver):
         """AdamW on var, per sample: loss_fn(v, idx) gives the losses of rows idx (v = var[idx]). As in the
         code, the step is taken and then the loss it started from is checked: a sample stops once that loss
         is < tol or (window > 0) above its loss `window` iterations before; a stopped sample is frozen."""
-        var = var.detach().clone().requires_grad_(True)
+        var = var.detach().clone()  # the optimiser's own leaf
         opt = torch.optim.AdamW([var], lr=lr, weight_decay=self.weight_decay)
         B = var.shape[0]
         active = torch.ones(B, dtype=torch.bool, device=var.device)
         history = []
+
+        def rows_loss(v, idx):
+            loss = loss_fn(v if len(idx) == B else v[idx], idx)
+            return loss, loss
+
         for it in range(iters):
             idx = active.nonzero().squeeze(1)
-            with torch.enable_grad():
-                loss = loss_fn(var if len(idx) == B else var[idx], idx)
-            opt.zero_grad(set_to_none=False)
-            loss.sum().backward()
-            keep = var.detach().clone()
+            var.grad, loss = loss_grad(lambda v: rows_loss(v, idx), var, aux=True)  # noqa: B023 (zero on stopped rows)
+            keep = var.clone()
             opt.step()
-            with torch.no_grad():  # stopped samples keep their value (AdamW's decay would still move them)
-                var.copy_(torch.where(active.reshape(-1, *([1] * (var.dim() - 1))), var, keep))
+            # stopped samples keep their value (AdamW's decay would still move them)
+            var.copy_(torch.where(active.reshape(-1, *([1] * (var.dim() - 1))), var, keep))
             full = torch.full((B,), float("inf"), dtype=loss.dtype, device=var.device)
-            full[idx] = loss.detach()
+            full[idx] = loss
             history.append(full)
             stop = full < self.tol
             if window and it >= window:
@@ -139,7 +141,7 @@ class ReSample(Solver):
             active = active & ~stop
             if not active.any():  # the one host sync per iteration: the code's early stop is a decision
                 break
-        return var.detach()
+        return var
 
     @staticmethod
     def mse(task, y, x, idx):
@@ -175,6 +177,13 @@ class ReSample(Solver):
         return est
 
     # -- the sampler -------------------------------------------------------------------------------
+    def guidance_loss(self, prior, task, y, z, t, a_t, cond):
+        """‖y − A D(z̃0)‖ per sample at z_t, with (ε̂, ẑ0, z̃0) of this evaluation (z̃0 may depend on z_t itself)."""
+        eps, x0 = prior.predict(z, t, cond)
+        est = self.x0_estimate(z, eps, x0, a_t)
+        return residual(prior, task, y, est), (eps, x0, est)
+
+    @torch.no_grad()
     def solve(self, prior, task, y, gens, cond=None):
         ts = timesteps(prior.T, self.steps, self.spacing)
         n = len(ts)
@@ -182,27 +191,22 @@ class ReSample(Solver):
         guided = self.dps_scale > 0
         for i, (t, s) in enumerate(pairs(ts)):
             a_t, a_s = prior.abar(t, z), prior.abar(s, z)
-            z = z.detach().requires_grad_(guided)
-            with torch.set_grad_enabled(guided):
+            if guided:
+                grad, (eps, x0, est) = loss_grad(lambda v: self.guidance_loss(prior, task, y, v, t, a_t, cond), z, aux=True)  # noqa: B023
+            else:
                 eps, x0 = prior.predict(z, t, cond)
                 est = self.x0_estimate(z, eps, x0, a_t)
-                if guided:
-                    (grad,) = torch.autograd.grad(residual(prior, task, y, est).sum(), z)
-            with torch.no_grad():
-                z_prime = ddim_step(z.detach(), eps.detach(), x0.detach(), a_t, a_s)
-                if guided:
-                    z_prime = z_prime - self.dps_scale * a_t * grad
-                stage = self.stage(n - 1 - i, n)
-                if stage is None:
-                    z = z_prime
-                    continue
-                z0 = self.travelled_x0(prior, z_prime, ts, i, cond, est.detach())
+            z_prime = ddim_step(z, eps, x0, a_t, a_s)
+            if guided:
+                z_prime = z_prime - self.dps_scale * a_t * grad
+            stage = self.stage(n - 1 - i, n)
+            if stage is None:
+                z = z_prime
+                continue
+            z0 = self.travelled_x0(prior, z_prime, ts, i, cond, est)
             z_star = self.pixel_opt(prior, task, y, z0) if stage == "pixel" else self.latent_opt(prior, task, y, z0)
-            with torch.no_grad():
-                noise = sample_noise(gens, z)
-                z = stochastic_resample(z_star.detach(), z_prime, a_s, resample_gamma(a_t, a_s, self.gamma), noise)
-        z = z.detach()
+            noise = sample_noise(gens, z)
+            z = stochastic_resample(z_star, z_prime, a_s, resample_gamma(a_t, a_s, self.gamma), noise)
         if self.final_opt:
             z = self.latent_opt(prior, task, y, z)
-        with torch.no_grad():
-            return prior.decode(z)
+        return prior.decode(z)

@@ -44,5 +44,13 @@ class RestoreThenEdit(Solver):
                 "edit": {"name": self.edit.name, **self.edit.describe()}}
 
     def solve(self, prior, task, y, gens, cond=None):
-        restored = self.restore.solve(prior, task, y, gens, cond).detach().clamp(-1, 1)  # an image, as editors take
-        return self.edit.solve(prior, task.clean(), restored, gens, cond)
+        restored = self._part("restore", prior, task, y, gens, cond).detach().clamp(-1, 1)  # an image, as editors take
+        return self._part("edit", prior, task.clean(), restored, gens, cond)
+
+    def _part(self, key, prior, task, y, gens, cond):
+        """One part's solve; a setting it refuses only once it runs (e.g. steps above the prior's T) is named
+        at the path a user types (solver.restore.steps)."""
+        try:
+            return getattr(self, key).solve(prior, task, y, gens, cond)
+        except ConfigError as e:
+            raise at_key_path(e, f"solver.{key}") from None

@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 
 from solvers.base import Solver
-from solvers.common import (backproject, check_backprojection, ddim_step, pairs, residual,
+from solvers.common import (backproject, check_backprojection, ddim_step, loss_grad, pairs, residual,
                             sample_noise, timesteps)
 from solvers.ddim_inversion import invert
 from core.errors import ConfigError
@@ -83,6 +83,7 @@ class STSL(Solver):
             loss = loss + self.trace_weight / z[0].numel() * trace
         return loss, eps
 
+    @torch.no_grad()
     def solve(self, prior, task, y, gens, cond=None):
         cond = self.condition(cond)
         ts = timesteps(prior.T, self.steps, self.spacing)
@@ -90,12 +91,8 @@ class STSL(Solver):
         for t, s in pairs(ts):
             a_t, a_s = prior.abar(t, z), prior.abar(s, z)
             for _ in range(self.inner):
-                z = z.detach().requires_grad_(True)
-                with torch.enable_grad():
-                    loss, eps = self.loss(z, t, task, y, prior, gens, cond)
-                    (grad,) = torch.autograd.grad(loss.sum(), z)
-                z = (z - grad).detach()
-            with torch.no_grad():
-                eps = prior.eps(z, t, cond) if self.ddim_eps == "fresh" else eps.detach()
-                z = ddim_step(z, eps, None, a_t, a_s)
+                grad, eps = loss_grad(lambda v: self.loss(v, t, task, y, prior, gens, cond), z, aux=True)  # noqa: B023
+                z = z - grad
+            eps = prior.eps(z, t, cond) if self.ddim_eps == "fresh" else eps
+            z = ddim_step(z, eps, None, a_t, a_s)
         return prior.decode(z)

@@ -132,3 +132,13 @@ def test_each_distinct_prompt_is_encoded_once(tiny_text_prior):
         assert calls == [2] and torch.equal(cond.cond[0], cond.cond[1]) and not torch.equal(cond.cond[1], cond.cond[2])
     finally:
         hook.remove()
+
+
+def test_a_nested_solvers_run_time_error_names_the_key_path_a_user_types(make_cfg):
+    """A setting a part refuses only once it runs (steps above the prior's T) names solver.restore.X."""
+    from harness.runner import run_cell
+
+    cfg = make_cfg("+experiment=digits_edit", "task=edit_sr4", "solver=stsl_edit", "solver.restore.steps=100000",
+                   "solver.restore.inner=1", "solver.edit.steps=4", "dataset.n=1", world=None)
+    with pytest.raises(ConfigError, match=r"set solver\.restore\.steps\."):
+        run_cell(cfg)
