@@ -160,3 +160,67 @@ def tune(overrides: list[str], trials: int, seed: int = 0, metric: str | None = 
     base = [o for o in overrides if o.partition("=")[0].lstrip("+") not in ("solver", "task")]
     return [tune_one(base, s, t, trials, seed, metric, conf_dir, table_dir, root, command)
             for t in tasks for s in solvers]
+
+
+# -- the test tables: official defaults next to the tuned values ----------------------------------------
+TEST_BASE = {  # the cells of benchmarks/gmm_solvers.py and benchmarks/digits_solvers.py (test split)
+    "gmm": ["dataset=gmm", "model=gmm", "run.num_samples=16", "dataset.n=8", "metrics.n_ref=512"],
+    "digits": ["dataset=digits", "model=digits", "dataset.n=8"],
+}
+TEST_COLS = {"gmm": ["sw2", "sw2_floor", "mean_err", "mean_err_floor", "psnr", "nfe"],
+             "digits": ["psnr", "ssim", "nfe", "sec_per_sample"]}
+
+
+def compare(world: str, out: str, conf_dir: str = "conf/tuned", table_dir: str = "results/tuning",
+            root: str = "results/runs", leaderboard: str = "results/runs/tuned_leaderboard.csv") -> str:
+    """Run every conf/tuned/<world>_*.yaml on the test split twice, at official defaults (the same fixed
+    overrides, the tuned keys left at their defaults) and with the tuned values; write the markdown table."""
+    from harness.cli import compose
+    from harness.report import markdown_table
+    from harness.runner import run_cell
+
+    base = [*TEST_BASE[world], f"run.root={root}", f"run.leaderboard={leaderboard}", "run.progress=false"]
+    cols = TEST_COLS[world]
+    files = sorted(Path(conf_dir).glob(f"{world}_*.yaml"))
+    if not files:
+        raise ConfigError(f"no {conf_dir}/{world}_*.yaml; run python sweep.py --tune first.")
+    by_task: dict[str, list] = {}
+    for f in files:
+        text = f.read_text()
+        solver, task = text.splitlines()[1].split(" on ", 1)[0][2:], text.splitlines()[1].split(" on ", 1)[1].split(",")[0]
+        trials = text.split("tuned on validation, ", 1)[1].split(" trials", 1)[0]
+        values = yaml_safe(text)["solver"]
+        tuned_keys = set(space(compose([f"solver={solver}"]).solver))
+        fixed = [f"solver.{k}={v}" for k, v in values.items() if k not in tuned_keys]
+        best = [f"solver.{k}={v}" for k, v in values.items() if k in tuned_keys]
+        for label, over in (("official defaults", fixed), (f"tuned on validation, {trials} trials", [*fixed, *best])):
+            row = run_cell(compose([*base, f"task={task}", f"solver={solver}", *over]))
+            by_task.setdefault(task, []).append([solver, label, " ".join(over) or "—",
+                                                 *(_fmt(float(row.get(c, float("nan")))) for c in cols)])
+            print(world, task, solver, label, [by_task[task][-1][3:]], flush=True)
+    lines = [f"# Official defaults vs tuned on validation: the {world} world (test split)", "",
+             f"Each row is `python run.py {' '.join(TEST_BASE[world])} task=<task> solver=<solver> <overrides>` on the "
+             "test split. \"official defaults\": the solver's config as shipped (with the fixed budget overrides "
+             "shown); \"tuned on validation, N trials\": the values of conf/tuned/<world>_<task>_<solver>.yaml, found by "
+             f"`python sweep.py --tune` on the validation split (trials in {table_dir}/). Written by "
+             f"`python -m harness.tune --compare {world} --out {out}`.", ""]
+    for task, rows in by_task.items():
+        lines += [f"## {task}", "", markdown_table(["solver", "setting", "overrides", *cols], rows)]
+    Path(out).write_text("\n".join(lines) + "\n")
+    return "\n".join(lines)
+
+
+def yaml_safe(text: str) -> dict:
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m harness.tune", description="official defaults vs tuned values, test split")
+    ap.add_argument("--compare", required=True, choices=sorted(TEST_BASE))
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    compare(a.compare, a.out)
