@@ -45,6 +45,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--leaderboard", help="--aggregate: also write the rebuilt leaderboard here "
                                           "(default: results/leaderboard.csv, or DIR/leaderboard.csv)")
     ap.add_argument("--out", help="--aggregate: also write the markdown tables to this file")
+    ap.add_argument("--tune", action="store_true", help="tune each solver=/task= choice on the validation split "
+                                                        "(harness/tune.py): conf/tuned/*.yaml, results/tuning/*.md")
+    ap.add_argument("--trials", type=int, default=8, help="--tune: trials per (solver, task), equal for all (default 8)")
     ap.add_argument("--prune", action="store_true", help="--aggregate: drop leaderboard rows of runs not found under "
                                                          "--root (by default the leaderboard keeps every row it holds)")
     return ap
@@ -148,6 +151,11 @@ def main(argv: list[str] | None = None) -> int:
             with open(a.out, "w") as f:
                 f.write(f"`{command}`\n\n{text}")
         print(text)
+        return 0
+    if a.tune:  # one tuning protocol for every solver (harness/tune.py)
+        from harness.tune import tune
+
+        tune(hydra_args, a.trials, root=a.root or "results/runs/tune", command=command)
         return 0
     args = grid_overrides([x for x in hydra_args if x not in ("--multirun", "-m")])
     from harness.validate import check_command_line

@@ -1,9 +1,12 @@
 """The `digits` dataset: scikit-learn's 8×8 digits upsampled to 1×size×size in [-1, 1].
 
-The train/test split is defined here and nowhere else: `split_indices()` is a fixed, seeded
-permutation of the 1797 images; its first `TEST_SIZE` indices are the held-out `test` split, never
-seen by `tools/train_digits.py` (which imports this module), the rest are `train`. Ids are indices
-into `sklearn.datasets.load_digits()`, so a row of results names one exact source image.
+The splits are defined here and nowhere else: `split_indices()` is a fixed, seeded permutation of
+the 1797 images; its first `HELD_OUT` (300) indices are never seen by `tools/train_digits.py` (which
+imports this module), the rest are `train`. The held-out ids, sorted, are split once more: the
+`VAL_SIZE` (100) largest are the `val` split, for tuning hyper-parameters (harness/tune.py), the other
+200 are the `test` split the tables report. (The val ids were carved out of the end of the sorted
+held-out list, so the first 200 test ids, and every table drawn from `dataset.start=0`, are unchanged.)
+Ids are indices into `sklearn.datasets.load_digits()`, so a row of results names one exact source image.
 """
 from __future__ import annotations
 
@@ -15,9 +18,11 @@ from data.base import Dataset
 from core.errors import ConfigError
 from core.rng import generator
 
-TEST_SIZE = 300
+HELD_OUT = 300    # never used to train the shipped models: val + test
+VAL_SIZE = 100    # the largest held-out ids: the validation split hyper-parameters are tuned on
+TEST_SIZE = HELD_OUT - VAL_SIZE
 SPLIT_SEED = ("digits-split", 0)
-SPLITS = ("train", "test")
+SPLITS = ("train", "val", "test")
 
 
 @functools.lru_cache(maxsize=1)
@@ -37,10 +42,11 @@ def preprocess(images8: torch.Tensor, size: int = 16) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=1)
 def split_indices() -> dict[str, list[int]]:
-    """{'train': [...], 'test': [...]}: sorted indices into load_digits(), disjoint, fixed forever."""
+    """{'train': [...], 'val': [...], 'test': [...]}: sorted indices into load_digits(), disjoint, fixed forever."""
     n = _raw()[0].shape[0]
     perm = torch.randperm(n, generator=generator(*SPLIT_SEED)).tolist()
-    return {"test": sorted(perm[:TEST_SIZE]), "train": sorted(perm[TEST_SIZE:])}
+    held = sorted(perm[:HELD_OUT])
+    return {"test": held[:TEST_SIZE], "val": held[TEST_SIZE:], "train": sorted(perm[HELD_OUT:])}
 
 
 def digits_tensors(split: str, size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,6 +12,8 @@ class GMMDataset(Dataset):
     def __init__(self, prior, n: int = 8, start: int = 0, seed: int = 0, split: str = "test"):
         if not getattr(prior, "exact", False):
             raise ConfigError("dataset=gmm draws its images from the exact Gaussian-mixture prior; use model=gmm.")
+        if split not in ("test", "val"):
+            raise ConfigError(f"dataset.split={split!r} is not a gmm split; use test or val (tuning).")
         if n < 1 or start < 0:
             raise ConfigError(f"dataset.n must be >= 1 and dataset.start >= 0 (got {n}, {start}).")
         super().__init__(range(start, start + n))

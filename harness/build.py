@@ -34,6 +34,8 @@ def instantiate(group: str, node, **extra):
     for key, value in list(spec.items()):
         if solver and isinstance(value, dict) and "_target_" in value:
             spec[key] = instantiate(f"{group}.{key}", value)
+    if solver:
+        spec.pop("tune", None)  # the tunable ranges (harness/tune.py), not a parameter
     target = spec.pop("_target_", None)
     if target is None:
         raise ConfigError(f"conf/{group} entry has no _target_; every {group} config names the class it builds.")

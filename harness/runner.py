@@ -36,6 +36,7 @@ SUMMARY_STD = (*PER_SAMPLE, "psnr_best", *(f"{m}_bestpsnr" for m in PER_SAMPLE[1
 OUTSIDE = {
     "run": ("name", "root", "leaderboard", "cache", "grid_images", "progress"),
     "compute": ("device", "batch_size", "num_workers", "compile", "channels_last", "tf32"),
+    "solver": ("tune",),  # the tunable ranges (harness/tune.py): declaring them never renames a cell
     "metrics": ("weights_dir",),  # where the metric weight files are read (their bytes are the libraries')
     "logger": None,  # the whole node: where rows are also sent
     "names": None,   # the chosen config names: they label the run (its name's prefix), the values are hashed

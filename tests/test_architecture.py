@@ -54,7 +54,7 @@ def _defaults_match(node, group):
     fn = get_object(node["_target_"])
     params = inspect.signature(fn).parameters
     for key, value in node.items():
-        if key == "_target_":
+        if key in ("_target_", "tune"):  # tune: the ranges of sweep.py --tune, never a constructor argument
             continue
         if isinstance(value, dict) and "_target_" in value:
             _defaults_match(value, f"{group}.{key}")

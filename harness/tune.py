@@ -1,0 +1,226 @@
+"""One tuning protocol for every solver: `python sweep.py --tune [--trials N] solver=S[,S2] task=T[,T2] ...`.
+
+Each solver declares its tunable parameters at the end of conf/solver/<solver>.yaml:
+
+    tune:                       # outside the cell identity (harness.runner.OUTSIDE); never passed to the solver
+      scale: {low: 0.05, high: 2.0, log: true}      # a float range (log: sampled on a log scale)
+      steps: {low: 10, high: 100, type: int}        # an integer range
+      spacing: {choices: [adm, leading]}            # a categorical choice
+
+For every (solver, task) of the command line, Optuna's TPE sampler (seeded: the same command gives the same
+trials) draws `--trials` values, the same budget for every solver; each trial is one cell run with
+harness.runner.run_cell on the world's *validation* split (VALIDATION below: never the test split), scored
+by the world's objective (OBJECTIVE: sliced W2 to the exact posterior on gmm, PSNR elsewhere). The best
+values are written as conf/tuned/<world>_<task>_<solver>.yaml (use it as `+tuned=<world>_<task>_<solver>`
+after the same solver/task/world choices) and every trial as a markdown table in
+results/tuning/<world>_<task>_<solver>.md.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from core.errors import ConfigError
+
+# dataset config name -> the overrides that select its validation split (documented in conf/dataset/*.yaml)
+VALIDATION = {
+    "digits": ["dataset.split=val"],           # the 100 held-out ids after the 200 test ids (data/digits.py)
+    "gmm": ["dataset.split=val"],              # draws seeded with the split: never a test draw (data/gmm.py)
+    "ffhq": ["dataset.split=val", "dataset.id_range=[1000,1100]"],  # test is 00000 ... 00999
+    "imagenet": ["dataset.split=val", "dataset.id_file=${oc.env:IMAGENET_VAL_IDS,???}"],
+}
+# dataset config name -> (summary column, direction)
+OBJECTIVE = {"gmm": ("sw2", "minimize")}
+DEFAULT_OBJECTIVE = ("psnr", "maximize")
+TRIAL_ROOT = "results/runs/tune"   # git-ignored run folders of the trials
+
+
+def space(solver_cfg) -> dict:
+    """{name: spec} of a composed solver config's `tune` block; one sentence if it has none or a bad one."""
+    block = solver_cfg.get("tune") if solver_cfg is not None else None
+    target = str(solver_cfg.get("_target_", "?")).rsplit(".", 1)[-1]
+    if not block:
+        raise ConfigError(f"solver {target} declares no tunable parameters; add a `tune:` block at the end of its "
+                          "conf/solver/*.yaml (e.g. tune: {scale: {low: 0.1, high: 2.0, log: true}}).")
+    out = {}
+    for name, spec in OmegaConf.to_container(block, resolve=True).items():
+        if name not in solver_cfg:
+            raise ConfigError(f"solver {target}'s tune block names {name}, which is not one of its parameters.")
+        if not isinstance(spec, dict) or not ("choices" in spec or {"low", "high"} <= set(spec)):
+            raise ConfigError(f"tune.{name} of solver {target} must be {{low: a, high: b[, log: true][, type: int]}} "
+                              "or {choices: [...]}.")
+        out[name] = spec
+    return out
+
+
+def suggest(trial, name: str, spec: dict):
+    if "choices" in spec:
+        return trial.suggest_categorical(name, list(spec["choices"]))
+    if spec.get("type") == "int":
+        return trial.suggest_int(name, int(spec["low"]), int(spec["high"]), log=bool(spec.get("log", False)))
+    return trial.suggest_float(name, float(spec["low"]), float(spec["high"]), log=bool(spec.get("log", False)))
+
+
+def _choices(overrides: list[str], key: str) -> list[str]:
+    vals = [o.partition("=")[2] for o in overrides if o.partition("=")[0].lstrip("+") == key]
+    return vals[-1].split(",") if vals else []
+
+
+def _fmt(v):
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def validation_overrides(base: list[str]) -> tuple[str, list[str]]:
+    """(world, overrides selecting its validation split); refuses a command line that picks another split."""
+    from harness.cli import compose
+
+    if any(o.partition("=")[0].lstrip("+") in ("dataset.split", "dataset.id_range", "dataset.id_file") for o in base):
+        raise ConfigError("--tune picks the validation split itself; drop dataset.split / dataset.id_range / "
+                          "dataset.id_file from the command line.")
+    world = str(compose(base).names.get("dataset"))
+    if world not in VALIDATION:
+        raise ConfigError(f"dataset {world} has no validation split for --tune; use one of {', '.join(VALIDATION)}.")
+    return world, VALIDATION[world]
+
+
+def tune_one(base: list[str], solver: str, task: str, trials: int, seed: int = 0, metric: str | None = None,
+             conf_dir: str = "conf/tuned", table_dir: str = "results/tuning", root: str = TRIAL_ROOT,
+             command: str = "") -> dict:
+    """Tune one (solver, task) on the validation split; write its tuned config and trials table."""
+    import optuna
+
+    from harness.cli import compose
+    from harness.runner import run_cell
+
+    cell = [*base, f"solver={solver}", f"task={task}"]
+    world, val = validation_overrides(cell)
+    cfg = compose(cell)
+    params = space(cfg.solver)
+    column, direction = (metric, "maximize" if metric in ("psnr", "ssim") else "minimize") if metric else \
+        OBJECTIVE.get(world, DEFAULT_OBJECTIVE)
+    fixed = [*val, f"run.root={root}", f"run.leaderboard={root}/leaderboard.csv", "run.progress=false"]
+    rows = []
+
+    def objective(trial):
+        values = {k: suggest(trial, k, spec) for k, spec in params.items()}
+        summary = run_cell(compose([*cell, *fixed, *(f"solver.{k}={v}" for k, v in values.items())]))
+        value = float(summary.get(column, float("nan")))
+        rows.append({**values, column: value, "nfe": summary.get("nfe"), "split": summary.get("split"),
+                     "n_images": summary.get("n_ok")})
+        return value if math.isfinite(value) else float("nan")  # a diverged trial fails, the study goes on
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(1, trials // 2))
+    study = optuna.create_study(direction=direction, sampler=sampler)
+    study.optimize(objective, n_trials=trials)
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not done:
+        raise ConfigError(f"every --tune trial of {solver} on {task} diverged; narrow its tune ranges.")
+    best = study.best_trial
+    name = f"{world}_{task}_{solver}"
+    n_img = rows[0]["n_images"]
+    extra = [o for o in base if o.startswith(("solver.", "++solver."))]
+    head = (f"tuned on validation, {trials} trials: {world} {val[0].split('=')[1]} split, {n_img} images, {column} "
+            f"({direction}), Optuna TPE seed {seed}")
+    lines = ["# @package _global_", f"# {solver} on {task}, world {world}: {head}.",
+             f"# Use after the same choices: python run.py {' '.join(o for o in base if not o.startswith(('solver.', 'dataset.', 'metrics.')))} "
+             f"solver={solver} task={task} +tuned={name}", f"# Tuning command: {command or '(python API)'}",
+             "solver:"]
+    fixed_vals = {o.partition("=")[0].split("solver.", 1)[1]: o.partition("=")[2] for o in extra}
+    lines += [f"  {k}: {v}" for k, v in fixed_vals.items() if k not in best.params]  # as given on the command line
+    for k, v in best.params.items():
+        lines.append(f"  {k}: {v!r}" if isinstance(v, str) else f"  {k}: {float(v):.6g}" if isinstance(v, float)
+                     else f"  {k}: {v}")
+    Path(conf_dir).mkdir(parents=True, exist_ok=True)
+    (Path(conf_dir) / f"{name}.yaml").write_text("\n".join(lines) + "\n")
+    cols = [*params, column, "nfe", "split", "n_images"]
+    table = [f"# Tuning {solver} on {task} ({world})", "", f"{head}. Command: `{command or '(python API)'}`", "",
+             f"Ranges: {', '.join(f'{k} {v}' for k, v in params.items())}. Best trial: "
+             f"{', '.join(f'{k}={_fmt(v)}' for k, v in best.params.items())} ({column} {best.value:.4g}); "
+             f"written to {conf_dir}/{name}.yaml.", "",
+             "| trial | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 1)]
+    for i, r in enumerate(rows):
+        table.append(f"| {i}{' (best)' if i == best.number else ''} | " + " | ".join(_fmt(r.get(c)) for c in cols) + " |")
+    Path(table_dir).mkdir(parents=True, exist_ok=True)
+    (Path(table_dir) / f"{name}.md").write_text("\n".join(table) + "\n")
+    return {"name": name, "world": world, "solver": solver, "task": task, "trials": len(study.trials),
+            "best": dict(best.params), "value": best.value, "metric": column, "rows": rows}
+
+
+def tune(overrides: list[str], trials: int, seed: int = 0, metric: str | None = None, conf_dir: str = "conf/tuned",
+         table_dir: str = "results/tuning", root: str = TRIAL_ROOT, command: str = "") -> list[dict]:
+    """Every (solver, task) of the command line (comma lists), the same `trials` budget each."""
+    if trials < 1:
+        raise ConfigError(f"--trials must be >= 1, got {trials}.")
+    solvers, tasks = _choices(overrides, "solver"), _choices(overrides, "task")
+    if not solvers or not tasks:
+        raise ConfigError("--tune needs solver=<name>[,<name>...] and task=<name>[,<name>...] on the command line.")
+    base = [o for o in overrides if o.partition("=")[0].lstrip("+") not in ("solver", "task")]
+    return [tune_one(base, s, t, trials, seed, metric, conf_dir, table_dir, root, command)
+            for t in tasks for s in solvers]
+
+
+# -- the test tables: official defaults next to the tuned values ----------------------------------------
+TEST_BASE = {  # the cells of benchmarks/gmm_solvers.py and benchmarks/digits_solvers.py (test split)
+    "gmm": ["dataset=gmm", "model=gmm", "run.num_samples=16", "dataset.n=8", "metrics.n_ref=512"],
+    "digits": ["dataset=digits", "model=digits", "dataset.n=8"],
+}
+TEST_COLS = {"gmm": ["sw2", "sw2_floor", "mean_err", "mean_err_floor", "psnr", "nfe"],
+             "digits": ["psnr", "ssim", "nfe", "sec_per_sample"]}
+
+
+def compare(world: str, out: str, conf_dir: str = "conf/tuned", table_dir: str = "results/tuning",
+            root: str = "results/runs", leaderboard: str = "results/runs/tuned_leaderboard.csv") -> str:
+    """Run every conf/tuned/<world>_*.yaml on the test split twice, at official defaults (the same fixed
+    overrides, the tuned keys left at their defaults) and with the tuned values; write the markdown table."""
+    from harness.cli import compose
+    from harness.report import markdown_table
+    from harness.runner import run_cell
+
+    base = [*TEST_BASE[world], f"run.root={root}", f"run.leaderboard={leaderboard}", "run.progress=false"]
+    cols = TEST_COLS[world]
+    files = sorted(Path(conf_dir).glob(f"{world}_*.yaml"))
+    if not files:
+        raise ConfigError(f"no {conf_dir}/{world}_*.yaml; run python sweep.py --tune first.")
+    by_task: dict[str, list] = {}
+    for f in files:
+        text = f.read_text()
+        solver, task = text.splitlines()[1].split(" on ", 1)[0][2:], text.splitlines()[1].split(" on ", 1)[1].split(",")[0]
+        trials = text.split("tuned on validation, ", 1)[1].split(" trials", 1)[0]
+        values = yaml_safe(text)["solver"]
+        tuned_keys = set(space(compose([f"solver={solver}"]).solver))
+        fixed = [f"solver.{k}={v}" for k, v in values.items() if k not in tuned_keys]
+        best = [f"solver.{k}={v}" for k, v in values.items() if k in tuned_keys]
+        for label, over in (("official defaults", fixed), (f"tuned on validation, {trials} trials", [*fixed, *best])):
+            row = run_cell(compose([*base, f"task={task}", f"solver={solver}", *over]))
+            by_task.setdefault(task, []).append([solver, label, " ".join(over) or "—",
+                                                 *(_fmt(float(row.get(c, float("nan")))) for c in cols)])
+            print(world, task, solver, label, [by_task[task][-1][3:]], flush=True)
+    lines = [f"# Official defaults vs tuned on validation: the {world} world (test split)", "",
+             f"Each row is `python run.py {' '.join(TEST_BASE[world])} task=<task> solver=<solver> <overrides>` on the "
+             "test split. \"official defaults\": the solver's config as shipped (with the fixed budget overrides "
+             "shown); \"tuned on validation, N trials\": the values of conf/tuned/<world>_<task>_<solver>.yaml, found by "
+             f"`python sweep.py --tune` on the validation split (trials in {table_dir}/). Written by "
+             f"`python -m harness.tune --compare {world} --out {out}`.", ""]
+    for task, rows in by_task.items():
+        lines += [f"## {task}", "", markdown_table(["solver", "setting", "overrides", *cols], rows)]
+    Path(out).write_text("\n".join(lines) + "\n")
+    return "\n".join(lines)
+
+
+def yaml_safe(text: str) -> dict:
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m harness.tune", description="official defaults vs tuned values, test split")
+    ap.add_argument("--compare", required=True, choices=sorted(TEST_BASE))
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    compare(a.compare, a.out)
