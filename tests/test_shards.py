@@ -118,3 +118,25 @@ def test_finish_refuses_an_incomplete_cell_and_bad_shard_values(make_cfg):
             run_cell(make_cfg(*base, f"run.shard={bad}"))
     s = run_cell(make_cfg(*base))  # the whole cell skips shard 1's image and finishes
     assert s["n_images"] == 4
+
+
+def test_cells_of_one_model_share_the_loaded_prior(make_cfg, tmp_path):
+    import shutil
+
+    from harness import build
+    from core.files import REPO_ROOT
+
+    a = build.build_cell(make_cfg("solver=dps", "solver.steps=4"))
+    b = build.build_cell(make_cfg("solver=ddim", "solver.steps=4"))
+    assert a.prior is b.prior  # two cells of the gmm model: loaded once
+    c = build.build_cell(make_cfg("solver=dps", "model.rank=16"))
+    assert c.prior is not a.prior  # another model config: its own prior
+    weights = tmp_path / "w"
+    shutil.copytree(os.path.join(REPO_ROOT, "models/weights/digits_pixel"), weights)
+    d1 = build.build_cell(make_cfg(f"model.path={weights}", "solver=dps", world=None))
+    d2 = build.build_cell(make_cfg(f"model.path={weights}", "solver=ddim", world=None))
+    assert d1.prior is d2.prior
+    f = max((p for p in weights.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    f.write_bytes(f.read_bytes())  # a rewritten checkpoint (new mtime) is loaded afresh
+    os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**9))
+    assert build.build_cell(make_cfg(f"model.path={weights}", "solver=dps", world=None)).prior is not d1.prior
