@@ -140,3 +140,19 @@ def test_cells_of_one_model_share_the_loaded_prior(make_cfg, tmp_path):
     f.write_bytes(f.read_bytes())  # a rewritten checkpoint (new mtime) is loaded afresh
     os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**9))
     assert build.build_cell(make_cfg(f"model.path={weights}", "solver=dps", world=None)).prior is not d1.prior
+
+
+def test_shards_from_a_count_or_a_time_budget():
+    import sweep
+    from core.errors import ConfigError
+
+    base = ["model=gmm", "dataset=gmm", "dataset.n=1000", "compute.batch_size=4"]
+    out = sweep.shard_overrides([*base, "run.shards=50"])
+    assert out[:-1] == base and out[-1] == "run.shard=" + ",".join(f"{k}/50" for k in range(50))
+    # 1000 images x 90 s in tasks of 0.8 x 240 min: ceil(90000 / 11520) = 8 shards
+    assert sweep.shard_overrides([*base, "run.sec_per_image=90"])[-1].endswith(",7/8")
+    assert sweep.shard_overrides([*base, "run.sec_per_image=90", "hydra.launcher.timeout_min=60"])[-1].endswith(",31/32")
+    with pytest.raises(ConfigError, match=r"a batch of compute.batch_size=4 takes 14400 s, beyond one task's 11520 s"):
+        sweep.shard_overrides([*base, "run.sec_per_image=3600"])
+    with pytest.raises(ConfigError, match=r"run.shards must be a positive integer"):
+        sweep.shard_overrides([*base, "run.shards=0"])
