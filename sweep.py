@@ -5,6 +5,9 @@
     python sweep.py solver=dps,ddrm,diffpir task=inpaint_box,sr4 --report DIR    # a command-line grid, then its report
     python sweep.py hydra/launcher=local_parallel ...                            # cells as parallel processes
     python sweep.py hydra/launcher=slurm hydra.launcher.partition=gpu ...        # a SLURM array (submitit)
+    python sweep.py hydra/launcher=slurm ... run.shards=50                     # each cell as 50 shards: one array
+    python sweep.py hydra/launcher=slurm ... run.sec_per_image=90              # shards sized to timeout_min
+    python sweep.py --finish results/runs/RUN [...]                            # finish sharded cells explicitly
     python sweep.py --aggregate [--root results/runs] [--metrics psnr,ssim] [--report DIR] [--reference dps]
 
 sweep.py's own flags (below) are read by argparse (`--report DIR` and `--report=DIR` alike); every other
@@ -19,6 +22,7 @@ sweep exits 1 when any cell failed, after the report of the cells that ran.
 """
 import argparse
 import json
+import math
 import os
 import sys
 import tempfile
@@ -48,6 +52,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--tune", action="store_true", help="tune each solver=/task= choice on the validation split "
                                                         "(harness/tune.py): conf/tuned/*.yaml, results/tuning/*.md")
     ap.add_argument("--trials", type=int, default=8, help="--tune: trials per (solver, task), equal for all (default 8)")
+    ap.add_argument("--finish", nargs="+", metavar="RUN_DIR", help="finish these sharded cells (ROOT/RUN folders whose "
+                                                                    "shards have all recorded their images): images.csv, "
+                                                                    "summary, set metrics, grid, leaderboard row; no compute")
     ap.add_argument("--prune", action="store_true", help="--aggregate: drop leaderboard rows of runs not found under "
                                                          "--root (by default the leaderboard keeps every row it holds)")
     return ap
@@ -113,6 +120,11 @@ def grid_overrides(args: list[str]) -> list[str]:
 
 def grid_root(args: list[str]) -> str:
     """run.root of the grid's cells: the config composed with the first choice of every swept value."""
+    return str(grid_config(args).run.root)
+
+
+def grid_config(args: list[str]):
+    """The config of the grid's first cell: the first choice of every swept value."""
     from harness.cli import compose
 
     first = []
@@ -121,7 +133,7 @@ def grid_root(args: list[str]) -> str:
             continue
         key, eq, value = a.partition("=")
         first.append(f"{key}={split_value(value)[0]}" if eq else a)
-    return str(compose(first).run.root)
+    return compose(first)
 
 
 def read_failures(path: str) -> list[dict]:
@@ -132,6 +144,76 @@ def read_failures(path: str) -> list[dict]:
         return []
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+SLURM_TIMEOUT_MIN = 240  # conf/hydra/launcher/slurm.yaml's timeout_min, when the command line does not set it
+BUDGET_MARGIN = 0.8      # of a task's time limit for its images (the rest: start-up, model load, finish)
+
+
+def _take(args: list[str], key: str):
+    """(value of `key=value` in args or None, args without it)."""
+    hits = [a for a in args if a.partition("=")[0].lstrip("+") == key]
+    return (hits[-1].partition("=")[2] if hits else None), [a for a in args if a not in hits]
+
+
+def _number(value: str, key: str, kind=int):
+    try:
+        out = kind(value)
+        if out <= 0:
+            raise ValueError
+        return out
+    except ValueError:
+        raise ConfigError(f"{key} must be a positive {'integer' if kind is int else 'number'}, got {value!r}.") from None
+
+
+def shard_overrides(args: list[str]) -> list[str]:
+    """`run.shards=N` becomes the sweep dimension `run.shard=0/N,...,N-1/N`, so every (cell, shard) pair is one
+    job (one task of one SLURM array under hydra/launcher=slurm). `run.sec_per_image=S` (your estimate of a
+    reconstruction's seconds, all its run.num_samples included) sizes N from the task time limit
+    T = hydra.launcher.timeout_min (default 240) instead: N = ceil(dataset.n * S / (0.8 * 60 * T)), and
+    refuses a compute.batch_size whose batch (the unit of resume) would not fit in one task."""
+    shards, args = _take(args, "run.shards")
+    sec, args = _take(args, "run.sec_per_image")
+    if shards is None and sec is None:
+        return args
+    if shards is not None and sec is not None:
+        raise ConfigError("give run.shards=N or run.sec_per_image=S (which sizes the shards), not both.")
+    if sec is not None:
+        sec = _number(sec, "run.sec_per_image", float)
+        timeout = _number(_take(args, "hydra.launcher.timeout_min")[0] or str(SLURM_TIMEOUT_MIN),
+                          "hydra.launcher.timeout_min")
+        cfg = grid_config(args)
+        if cfg.dataset.get("n") is None:
+            raise ConfigError("run.sec_per_image sizes shards from dataset.n; set dataset.n (the cell's image count).")
+        budget = BUDGET_MARGIN * 60 * timeout
+        batch = int(cfg.compute.batch_size)
+        if batch * sec > budget:
+            raise ConfigError(f"a batch of compute.batch_size={batch} takes {batch * sec:.0f} s, beyond one task's "
+                              f"{budget:.0f} s ({BUDGET_MARGIN:.0%} of timeout_min={timeout}), so a requeue would "
+                              f"restart it; set compute.batch_size={max(1, int(budget // (4 * sec)))} or less.")
+        shards = max(1, math.ceil(int(cfg.dataset.n) * sec / budget))
+        print(f"run.sec_per_image={sec:g} x dataset.n={cfg.dataset.n} in tasks of {budget:.0f} s: "
+              f"{shards} shard(s) per cell", file=sys.stderr)
+    n = _number(str(shards), "run.shards")
+    return [*args, "run.shard=" + ",".join(f"{k}/{n}" for k in range(n))]
+
+
+def finish_cells(folders: list[str]) -> list[dict]:
+    """`--finish`: finish each sharded cell from its folder's config.yaml (run.finish=true: no compute)."""
+    from omegaconf import OmegaConf, open_dict
+
+    from harness.runner import run_cell
+
+    out = []
+    for d in folders:
+        d = os.path.normpath(d)
+        if not os.path.isfile(os.path.join(d, "config.yaml")):
+            raise ConfigError(f"{d} is not a run folder (no config.yaml); give ROOT/RUN folders of sharded cells.")
+        cfg = OmegaConf.load(os.path.join(d, "config.yaml"))
+        with open_dict(cfg):
+            cfg.run.update(root=os.path.dirname(d) or ".", name=os.path.basename(d), finish=True, shard=None)
+        out.append(run_cell(cfg))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,7 +239,11 @@ def main(argv: list[str] | None = None) -> int:
 
         tune(hydra_args, a.trials, root=a.root or "results/runs/tune", command=command)
         return 0
-    args = grid_overrides([x for x in hydra_args if x not in ("--multirun", "-m")])
+    if a.finish:
+        for summary in finish_cells(a.finish):
+            print(f"finished {summary['run']}: {summary['n_images']} images")
+        return 0
+    args = shard_overrides(grid_overrides([x for x in hydra_args if x not in ("--multirun", "-m")]))
     from harness.validate import check_command_line
 
     check_command_line(args, multirun=True)  # every cell of the grid, before torch is imported

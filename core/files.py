@@ -4,12 +4,14 @@ a part of either, even after a kill or a power loss."""
 from __future__ import annotations
 
 import os
+import socket
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HOST = socket.gethostname().split(".")[0].replace("/", "_") or "host"
 
 
 def _replace(path: str, write):
-    tmp = f"{path}.tmp{os.getpid()}"
+    tmp = f"{path}.tmp{os.getpid()}.{HOST}"  # the host: shards on other nodes' temp files are never reaped
     with open(tmp, "wb") as f:
         write(f)
         f.flush()

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import inspect
+import json
+import os
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -88,22 +91,52 @@ def check_compute(cfg: DictConfig, device: torch.device) -> dict:
     return {"dtype": dtype} if networked and "dtype" not in cfg.model else {}
 
 
+PRIOR_CACHE_SIZE = 2  # loaded priors a process keeps (a sweep of several cells of one model loads it once)
+_PRIORS: "OrderedDict[str, object]" = OrderedDict()
+
+
+def _fingerprint(value) -> list:
+    """What a location in the model config holds, cheaply: each file's relative path, size and mtime."""
+    path = os.path.expanduser(str(value))
+    files = [path] if os.path.isfile(path) else sorted(
+        os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs) if os.path.isdir(path) else []
+    return [(os.path.relpath(f, path), os.path.getsize(f), os.stat(f).st_mtime_ns) for f in files]
+
+
+def load_prior(cfg: DictConfig, device: torch.device, extra: dict):
+    """The prior of `cfg.model` on `device`, from an LRU cache keyed by the model config, its extra arguments,
+    the device and the compute switches that configure it, and the size/mtime of every weights file it
+    names (a retrained checkpoint is loaded afresh). Priors hold no per-solve state (their cost counters are
+    reset before every batch), so cells share them."""
+    spec = OmegaConf.to_container(cfg.model, resolve=True)
+    switches = {k: bool(cfg.compute.get(k, False)) for k in ("compile", "channels_last")}
+    key = json.dumps([spec, extra, str(device), switches,
+                      {k: _fingerprint(v) for k, v in spec.items() if isinstance(v, str) and os.path.exists(
+                          os.path.expanduser(v))}], sort_keys=True, default=str)
+    if key in _PRIORS:
+        _PRIORS.move_to_end(key)
+        return _PRIORS[key]
+    prior = instantiate("model", cfg.model, **extra).to(device)
+    if hasattr(prior, "configure"):
+        prior.configure(**switches)
+    _PRIORS[key] = prior
+    while len(_PRIORS) > PRIOR_CACHE_SIZE:
+        _PRIORS.popitem(last=False)
+    return prior
+
+
 def build_cell(cfg: DictConfig) -> Cell:
     check_config(cfg)  # types, ranges, noise, compute, output paths (harness/validate.py)
     device = resolve_device(str(cfg.compute.device))
     model_extra = check_compute(cfg, device)
     solver = instantiate("solver", cfg.solver)
-    prior = instantiate("model", cfg.model, **model_extra)
+    prior = load_prior(cfg, device, model_extra)
     task = instantiate("task", cfg.task, image_shape=prior.image_shape)
     workers = {"num_workers": int(cfg.compute.num_workers)} if _accepts(cfg.dataset, "num_workers") else {}
     dataset = instantiate("dataset", cfg.dataset, prior=prior, **workers)
     solver.check(prior, task)
-    prior = prior.to(device)
     if device.type == "cuda":  # TF32 matmuls/convolutions: faster on Ampere+, ~1e-3 relative error
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = bool(cfg.compute.get("tf32", False))
-    if hasattr(prior, "configure"):
-        prior.configure(compile=bool(cfg.compute.get("compile", False)),
-                        channels_last=bool(cfg.compute.get("channels_last", False)))
     # solver state, measurements and guidance maths stay in float32 when only the network runs in half
     state = torch.float32 if cfg.compute.dtype in HALF else DTYPES[cfg.compute.dtype]
     return Cell(prior, task, dataset, solver, device, state)

@@ -40,7 +40,7 @@ import pandas as pd
 import torch
 
 from core.errors import ConfigError
-from core.files import REPO_ROOT, atomic_write_bytes, atomic_write_text
+from core.files import HOST, REPO_ROOT, atomic_write_bytes, atomic_write_text
 
 SUM = ".sha256"
 # per-image columns that hold text even when it looks like a number (class names as prompts, ids)
@@ -139,12 +139,25 @@ def _alive(pid: int) -> bool:
 
 
 def remove_stale_tmp(folder: str, prefix: str = ""):
-    """Delete `<prefix>*.tmp<pid>*` files left by writers killed mid-write (their pid is gone)."""
+    """Delete `<prefix>*.tmp<pid>.<host>` files left by writers of this host killed mid-write (their pid is
+    gone); another host's (a shard on another node of a shared filesystem) are left alone."""
     for p in glob.glob(os.path.join(folder, glob.escape(prefix) + "*.tmp*")):
-        m = re.search(r"\.tmp(\d+)", os.path.basename(p))
+        m = re.search(r"\.tmp(\d+)(?:\.([^.]+))?$", os.path.basename(p))
+        if m and m.group(2) not in (None, HOST):
+            continue
         if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(p)
+
+
+def key_diff(old, new, prefix="") -> list[str]:
+    """The dotted keys where two identities differ, as `key (old vs new)`."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in sorted(set(old) | set(new), key=str):
+            out += key_diff(old.get(k, "<absent>"), new.get(k, "<absent>"), f"{prefix}{k}.")
+        return out
+    return [] if old == new else [f"{prefix[:-1]} ({old} in the folder vs {new})"]
 
 
 class RunDir:
@@ -172,8 +185,10 @@ class RunDir:
                 try:
                     data = read_checked(self.file(f))
                     if f == "cell.json" and json.loads(data) != json.loads(text):
+                        diff = ", ".join(key_diff(json.loads(data), json.loads(text))[:3])
                         raise ConfigError(f"run folder {self.path} holds another cell (its cell.json differs from "
-                                          "this config's identity); choose another run.name or run.root.")
+                                          f"this config's identity: {diff}); a shard must have the cell's settings, "
+                                          "otherwise choose another run.name or run.root.")
                     if f == "summary.csv":
                         read_csv_bytes(data)
                 except (Corrupt, ValueError, UnicodeDecodeError) as e:
@@ -182,8 +197,13 @@ class RunDir:
                     how = str(e) if isinstance(e, Corrupt) else "cannot be parsed"
                     self.set_aside(self.file(f), how, "it is rewritten" if f != "summary.csv"
                                    else "it is rewritten from the recorded images")
-        write_checked(self.file("cell.json"), text)
-        write_checked(self.file("config.yaml"), config_yaml)
+        for f, content in (("cell.json", text), ("config.yaml", config_yaml)):
+            try:  # unchanged files are not rewritten: shards of one cell claim it at the same time
+                if read_checked(self.file(f)) == content.encode():
+                    continue
+            except (FileNotFoundError, Corrupt):
+                pass
+            write_checked(self.file(f), content)
 
     # -- batches -----------------------------------------------------------------------------------
     def _parts(self) -> dict[str, pd.DataFrame]:
@@ -269,6 +289,8 @@ def _leaderboard_problem(path: str) -> str | None:
             read_checked(path)
         except Corrupt as e:
             return str(e)
+        if data.endswith(b"\n") and data.startswith(b"run,"):
+            return None  # our own complete write (its checksum matches): no need to parse every row
     if not data.strip():
         return "is empty"
     try:
@@ -299,12 +321,40 @@ def _write_leaderboard(path: str, df: pd.DataFrame):
     write_checked(path, df.to_csv(index=False))
 
 
+def _csv_line(values) -> bytes:
+    """One CSV line as pandas' to_csv writes it (missing values empty)."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(
+        ["" if v is None or (isinstance(v, float) and v != v) else v for v in values])
+    return buf.getvalue().encode()
+
+
+def _append_row(path: str, row: dict) -> bool:
+    """The flat path of an upsert: a new run whose columns are the leaderboard's own (every cell of a
+    world) is appended as one CSV line, without parsing the table (the bytes are verified against the
+    checksum, in C). False when the run is already listed or the columns differ (the full rewrite then)."""
+    try:
+        data = read_checked(path)
+    except (FileNotFoundError, Corrupt):
+        return False
+    header = next(csv.reader([data[: data.find(b"\n")].decode()]))
+    if not header or header[0] != "run" or set(header) != set(row) or not data.endswith(b"\n"):
+        return False
+    if b"\n" + _csv_line([row["run"]]).rstrip(b"\n") + b"," in data:
+        return False
+    write_checked(path, data + _csv_line([row[c] for c in header]))
+    return True
+
+
 def upsert_leaderboard(path: str, row: dict):
-    """Replace this run's row (or add it), under a file lock, with an atomic rewrite."""
+    """Replace this run's row (or add it), under a file lock, with an atomic rewrite; a new run with the
+    leaderboard's columns is appended without parsing the table (`_append_row`)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with locked(path):
         remove_stale_tmp(os.path.dirname(os.path.abspath(path)), os.path.basename(path))  # we hold the lock
         check_leaderboard(path)
+        if _append_row(path, row):
+            return
         old = _read_leaderboard(path)
         if len(old):
             old = old[old["run"] != row["run"]]

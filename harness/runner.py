@@ -5,6 +5,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import resource
 import sys
 import time
@@ -12,14 +13,14 @@ from datetime import datetime, timezone
 
 import pandas as pd
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from tqdm import tqdm
 
 from harness.build import Cell, build_cell
 from harness.cache import MeasurementCache
 from harness.grid import save_grid
 from harness.loggers import check_logger, log_batch, log_run, start_run
-from harness.records import RunDir, atomic_write_csv, check_leaderboard, git_commit, upsert_leaderboard
+from harness.records import RunDir, atomic_write_csv, check_leaderboard, git_commit, locked, upsert_leaderboard
 from harness.scoring import Scorer, condition, score_image, set_metrics
 from harness.validate import check_cell
 from metrics.roundtrip import roundtrip_errors
@@ -34,7 +35,7 @@ SUMMARY_STD = (*PER_SAMPLE, "psnr_best", *(f"{m}_bestpsnr" for m in PER_SAMPLE[1
 # defines a cell"). Everything else in the resolved config is inside, so a new option is part of the
 # identity unless it is added here: one that changes results cannot be forgotten.
 OUTSIDE = {
-    "run": ("name", "root", "leaderboard", "cache", "grid_images", "progress"),
+    "run": ("name", "root", "leaderboard", "cache", "grid_images", "progress", "shard", "finish"),
     "compute": ("device", "batch_size", "num_workers", "compile", "channels_last", "tf32"),
     "solver": ("tune",),  # the tunable ranges (harness/tune.py): declaring them never renames a cell
     "metrics": ("weights_dir",),  # where the metric weight files are read (their bytes are the libraries')
@@ -173,8 +174,31 @@ def _exact_metrics_apply(cfg, cell) -> bool:
     return ok and mode != "false"
 
 
+def shard_of(cfg: DictConfig) -> tuple[int, int] | None:
+    """run.shard=K/N as (K, N), or None for the whole cell."""
+    value = cfg.run.get("shard")
+    if value is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(value))
+    if not m or not int(m.group(2)) >= 1 or not int(m.group(1)) < int(m.group(2)):
+        raise ConfigError(f"run.shard must be K/N with 0 <= K < N (e.g. run.shard=0/4), got {value!r}.")
+    return int(m.group(1)), int(m.group(2))
+
+
+def shard_ids(ids: list, shard: tuple[int, int] | None) -> list:
+    """The image ids of shard K of N: every N-th id from the K-th, ids[K::N] (strided, so shards are
+    within one image of each other in size whatever the dataset's order; the partition depends only on
+    the cell's id list, K and N)."""
+    return list(ids) if shard is None else list(ids)[shard[0]:: shard[1]]
+
+
 def run_cell(cfg: DictConfig, *, after_batch=None) -> dict:
-    """Run (or resume) one cell; return its summary row. `after_batch(k)` is a test hook."""
+    """Run (or resume) one cell, or one shard of it (run.shard=K/N: ids[K::N]); return its summary row.
+    A shard writes only its own batches; whoever sees every image of the cell recorded finishes it
+    (images.csv, summary, set metrics, grid, leaderboard row) under the cell's lock. run.finish=true
+    only finishes (no compute). `after_batch(k)` is a test hook."""
+    shard = shard_of(cfg)
+    finish_only = bool(cfg.run.get("finish", False))
     check_leaderboard(cfg.run.leaderboard)  # an unreadable leaderboard is found now, not after the compute
     cell = build_cell(cfg)  # first: harness.validate.check_config, then the objects, before any file
     exact = _exact_metrics_apply(cfg, cell)
@@ -183,7 +207,7 @@ def run_cell(cfg: DictConfig, *, after_batch=None) -> dict:
     scorer = Scorer(cfg, cell)
     name = run_name(cfg, cell)
     rd = RunDir(cfg.run.root, name)
-    rd.claim(cell_key(cfg, cell), OmegaConf.to_yaml(cfg, resolve=True))
+    rd.claim(cell_key(cfg, cell), OmegaConf.to_yaml(_cell_view(cfg), resolve=True))
     start_run(cfg, name)  # W&B (logger=wandb): per-batch rows, running means; a cell that raises shows as crashed
 
     seed, N = int(cfg.seed), int(cfg.run.num_samples)
@@ -193,8 +217,13 @@ def run_cell(cfg: DictConfig, *, after_batch=None) -> dict:
     per_batch = max(1, int(cfg.compute.batch_size) // N)
 
     done = rd.done_ids()
-    todo = [i for i in dataset.ids if str(i) not in done]
-    bar = tqdm(total=len(dataset.ids), initial=len(dataset.ids) - len(todo), desc=name, unit="img",
+    mine = shard_ids(dataset.ids, shard)
+    todo = [] if finish_only else [i for i in mine if str(i) not in done]
+    if finish_only and len(done & {str(i) for i in dataset.ids}) < len(dataset.ids):
+        raise ConfigError(f"cell {name} has {len(done)} of its {len(dataset.ids)} images recorded; run its missing "
+                          "shards (or the whole cell) before run.finish=true.")
+    bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=name if shard is None else
+               f"{name} [{shard[0]}/{shard[1]}]", unit="img",
                disable=not cfg.run.progress)
     t_start = time.perf_counter()
     batches = [todo[s: s + per_batch] for s in range(0, len(todo), per_batch)]  # decoded ahead by num_workers threads
@@ -242,7 +271,23 @@ def run_cell(cfg: DictConfig, *, after_batch=None) -> dict:
         if after_batch is not None:
             after_batch(k)
     bar.close()
-    return finish(cfg, cell, rd, protocol, cache, time.perf_counter() - t_start, scorer)
+    with locked(rd.file("finish")):  # one finisher at a time; the others see the finished cell (idempotent)
+        recorded = rd.done_ids() & {str(i) for i in dataset.ids}
+        if len(recorded) == len(dataset.ids):
+            return finish(cfg, cell, rd, protocol, cache, time.perf_counter() - t_start, scorer)
+    shard = shard or (0, 1)  # (a whole cell with images missing cannot get here: it just recorded them)
+    print(f"shard {shard[0]}/{shard[1]} of {name}: {len(mine)} image(s) recorded; the cell has {len(recorded)} of "
+          f"{len(dataset.ids)}, it is finished by the shard that completes it (or run.finish=true).", file=sys.stderr)
+    return {"run": name, "shard": f"{shard[0]}/{shard[1]}", "n_images": len(recorded), "finished": False}
+
+
+def _cell_view(cfg: DictConfig) -> DictConfig:
+    """The config as the cell's (not one shard's): config.yaml is the same bytes whichever shard writes it."""
+    view = cfg.copy()
+    with open_dict(view):
+        view.run.shard = None
+        view.run.finish = False
+    return view
 
 
 COST = ("sec_per_sample", "metric_sec_per_sample", "peak_mem_mb", "peak_rss_mb")  # with the prior's Cost fields
