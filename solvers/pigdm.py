@@ -31,8 +31,8 @@ from __future__ import annotations
 import torch
 
 from solvers.base import Solver
-from solvers.common import (conjugate_gradient, ddim_step, eps_from_x0, pairs, safe_div, sample_noise, svd_coefficients,
-                            timesteps)
+from solvers.common import (conjugate_gradient, ddim_step, eps_from_x0, loss_grad, pairs, safe_div, sample_noise,
+                            svd_coefficients, timesteps)
 from core.errors import ConfigError
 
 INVERSES = ("auto", "svd", "cg")
@@ -78,6 +78,12 @@ class PiGDM(Solver):
                                y - task.A(x0), self.cg_iters)
         return task.At(v)
 
+    def surrogate(self, prior, task, svd, sv, y, x, t, cond, var):
+        """⟨x̂0(x), sg(v)⟩ per sample, v the weighted residual at x̂0: its gradient is the VJP vᵀ ∂x̂0/∂x."""
+        _, x0 = prior.predict(x, t, cond)
+        v = self.weighted_residual(task, svd, sv, y, x0.detach(), var).detach()
+        return (x0 * v).flatten(1).sum(1), x0
+
     def solve(self, prior, task, y, gens, cond=None):
         use_svd = self.inverse == "svd" or (self.inverse == "auto" and task.has_svd)
         svd, sv, _ = svd_coefficients(task, y) if use_svd else (None, None, None)
@@ -89,14 +95,9 @@ class PiGDM(Solver):
         mask = task.mask if self.replace_observed and "mask" in task.provides else None
         for t, s in grid:
             a_t, a_s = prior.abar(t, x), prior.abar(s, x)
-            x = x.detach().requires_grad_(True)
-            with torch.enable_grad():
-                _, x0 = prior.predict(x, t, cond)
-                v = self.weighted_residual(task, svd, sv, y, x0.detach(), 1 - a_t).detach()
-                (g,) = torch.autograd.grad(x0, x, grad_outputs=v)
+            g, x0 = loss_grad(lambda v: self.surrogate(prior, task, svd, sv, y, v, t, cond, 1 - a_t), x, aux=True)
             with torch.no_grad():
-                x = x.detach()
-                x0 = x0.detach() + self.scale * (1 - a_t) / a_t.sqrt() * g
+                x0 = x0 + self.scale * (1 - a_t) / a_t.sqrt() * g
                 if self.clip_x0 and not prior.is_latent:
                     x0 = x0.clamp(-1, 1)
                 if mask is not None:

@@ -73,7 +73,7 @@ CASES = [
     ("leaderboard_in_proc", "run", ["run.leaderboard=/proc/diffinv_bad/lb.csv"], "cannot be written"),
     # refused once the cell is built (still before any file or solver step)
     ("prompt_unconditional", "run", ["run.prompt=a dog"], "model digits is unconditional and takes no prompt"),
-    ("n_beyond_split", "run", ["dataset.n=1000"], "asks for more than the 300 images of the digits test split"),
+    ("n_beyond_split", "run", ["dataset.n=1000"], "asks for more than the 200 images of the digits test split"),
     ("steps_beyond_schedule", "run", ["solver.steps=2000"], "steps must be in 1..1000"),
     ("png_truncated", "run", ["dataset=ffhq", "dataset.root={pngs}", "dataset.id_range=[0,3]"],
      "00001.png is not a readable image"),
