@@ -62,12 +62,9 @@ def parser() -> argparse.ArgumentParser:
 
 def load_runs(root: str):
     """Every finished run's summary row under `root`, each verified (the run folders are the source of truth)."""
-    from harness.records import read_summaries
+    from harness.report import load_leaderboard
 
-    df = read_summaries([root])
-    if not len(df):
-        raise ConfigError(f"no finished runs under {root}; run some cells first (python run.py ...).")
-    return df
+    return load_leaderboard(root)
 
 
 def check_metrics(df, metrics: list[str], where: str):

@@ -44,7 +44,7 @@ from core.files import HOST, REPO_ROOT, atomic_write_bytes, atomic_write_text
 
 SUM = ".sha256"
 # per-image columns that hold text even when it looks like a number (class names as prompts, ids)
-STRING_COLUMNS = ("run", "image_id", "prompt", "status", "measurement_key", "timestamp", "git_commit")
+STRING_COLUMNS = ("run", "image_id", "image_ids", "prompt", "status", "measurement_key", "timestamp", "git_commit")
 
 
 class Corrupt(Exception):

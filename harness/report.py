@@ -71,11 +71,13 @@ def markdown_table(head: list, rows: list) -> str:
 # ---------------------------------------------------------------------------------------------- loading
 
 def load_leaderboard(root: str) -> pd.DataFrame:
-    """One row per run under `root`, from each run's summary.csv (the one place the rows are read)."""
-    files = sorted(glob.glob(os.path.join(root, "*", "summary.csv")))
-    if not files:
+    """One row per run under `root`: each run's summary, verified (`records.read_summaries`, the one reader)."""
+    from harness.records import read_summaries
+
+    df = read_summaries([root])
+    if not len(df):
         raise ConfigError(f"no finished runs under {root}; run some cells first (python run.py ...).")
-    return pd.concat([pd.read_csv(f, dtype={"run": str, "image_ids": str}) for f in files], ignore_index=True)
+    return df
 
 
 def per_image(root: str, run: str) -> pd.DataFrame | None:
