@@ -93,7 +93,7 @@ def aggregate(root: str, leaderboard: str | None, metrics: list[str], report: st
     df = load_runs(root)
     check_metrics(df, metrics, root)  # bad input is refused before anything is written
     if leaderboard:
-        rebuild_leaderboard([root], leaderboard, prune=prune)
+        rebuild_leaderboard([root], leaderboard, prune=prune, summaries=df)  # the rows just read, not read twice
     if report:
         return rep.write_report(root, report, metrics, reference, cost, resamples, command, df=df)
     _, worlds = rep.build(root, metrics, reference, resamples, df=df)

@@ -19,6 +19,34 @@ interrupted. A file that fails is
 reported in one sentence on stderr, moved into `corrupt/`, and what it held is recomputed. The
 leaderboard is a view of the run folders: it is checked (structure, and its checksum when it has one)
 before any compute, upserted under a lock, and rebuilt from the run folders by `rebuild_leaderboard`.
+
+The leaderboard is two files: the verified table `<leaderboard>` (CSV, checksum sidecar, written only by
+the one atomic write) and its append-only journal `<leaderboard>.journal`, one record per line: 16 hex
+digits of the sha256 of the record's JSON, a space, the JSON of the row. An upsert appends one record
+(fsynced) and touches nothing else, O(1) in the number of rows. The journal is folded into the table
+(a run's last row wins, as one rewrite after another would leave it) when the table is small
+(`COMPACT_BELOW`, 256 KiB: every committed table, every test; the file then always holds every row),
+when the journal has grown to the table's size (geometric: O(1) amortised per upsert), and whenever the
+table is read through `read_leaderboard` or rebuilt by `rebuild_leaderboard` (`sweep.py --aggregate`),
+so every reader sees table + journal as one view. A killed writer leaves at most a torn last record:
+it fails its checksum, the next append starts on a new line, and the fold drops it with one `warning:`
+sentence and moves the journal (every byte of it) aside; a record is never half-kept. A crash between
+the table's write and the journal's removal folds the same records again, which changes nothing.
+
+Shared cluster filesystems. All writers serialise on `fcntl.flock(<leaderboard>.lock)` and open the
+journal after taking it. Local disks: exact. NFS: Linux emulates flock with POSIX byte-range locks over
+NLM (v3, needs lockd/statd on client and server) or the v4 protocol's own locks; with a working lock
+manager the lock is coherent across nodes, close-to-open consistency gives the appender the current
+size, and O_APPEND lands at the end; without one (v3 mounted `nolock`, or `local_lock=flock`) the lock
+is node-local, and two nodes appending at once can overwrite each other's record (O_APPEND is not atomic
+across NFS clients): the damaged record then fails its checksum and is dropped with a warning, never
+kept wrong, and its row is restored from the run folder by `sweep.py --aggregate`. Lustre: coherent only
+when mounted with `-o flock`; `localflock` is node-local (the same failure story as NFS without a lock
+manager); `noflock` makes flock fail (an OSError on the first upsert). The run folders are the source of
+truth in every case: keep the leaderboard on a local disk when in doubt and rebuild it with
+`python sweep.py --aggregate`. (No SQLite: its WAL mode needs shared memory between processes, which
+does not work across the nodes of a network filesystem, and its rollback journal relies on the same
+POSIX locks, so it would not improve the story and would add a binary file to the results.)
 """
 from __future__ import annotations
 
@@ -35,9 +63,6 @@ import re
 import subprocess
 import sys
 import time
-
-import pandas as pd
-import torch
 
 from core.errors import ConfigError
 from core.files import HOST, REPO_ROOT, atomic_write_bytes, atomic_write_text
@@ -95,6 +120,8 @@ def read_checked(path: str) -> bytes:
 
 
 def read_csv_bytes(data: bytes, strings=STRING_COLUMNS) -> pd.DataFrame:
+    import pandas as pd
+
     head = pd.read_csv(io.BytesIO(data), nrows=0).columns
     return pd.read_csv(io.BytesIO(data), dtype={c: str for c in strings if c in head}, keep_default_na=True)
 
@@ -234,6 +261,8 @@ class RunDir:
         return out
 
     def read_parts(self) -> pd.DataFrame:
+        import pandas as pd
+
         frames = list(self._parts().values())
         if not frames:
             return pd.DataFrame()
@@ -246,6 +275,9 @@ class RunDir:
 
     def write_batch(self, rows: list[dict], recon: dict):
         """Reconstructions first, then the rows: a batch counts as recorded once its rows file exists."""
+        import pandas as pd
+        import torch
+
         key = hashlib.sha256(",".join(str(r["image_id"]) for r in rows).encode()).hexdigest()[:16]
         buf = io.BytesIO()
         torch.save(recon, buf)
@@ -255,6 +287,8 @@ class RunDir:
     def reconstructions(self) -> dict[str, torch.Tensor]:
         """image id -> its first reconstruction, from every batch whose rows were recorded (a batch killed
         between its reconstructions and its rows is recomputed, so its orphan file is ignored)."""
+        import torch
+
         out = {}
         for key in self._parts():
             item = torch.load(io.BytesIO(read_checked(self.file("recon", f"{key}.pt"))), weights_only=True)
@@ -273,6 +307,102 @@ def locked(path: str):
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+# -- the leaderboard: a verified table and its append-only journal (see the module docstring) -------------
+
+JOURNAL = ".journal"
+COMPACT_BELOW = 256 * 1024  # bytes: a table smaller than this takes each journal row at once (stays complete)
+_VERIFIED: dict[str, tuple] = {}  # abspath -> stat signature of a table (and its checksum) this process verified
+
+
+def journal_of(path: str) -> str:
+    return path + JOURNAL
+
+
+def _plain(v):
+    """A summary value JSON cannot hold (numpy or torch scalar, anything else) as a Python number, or text."""
+    if hasattr(v, "item"):
+        with contextlib.suppress(TypeError, ValueError):
+            return v.item()
+    return str(v)
+
+
+def _journal_line(row: dict) -> bytes:
+    """One self-checking journal record: the first 16 hex digits of the sha256 of its JSON, a space, the JSON."""
+    payload = json.dumps(row, default=_plain, separators=(",", ":"), allow_nan=True).encode()
+    return sha256(payload)[:16].encode() + b" " + payload + b"\n"
+
+
+def _append_journal(path: str, row: dict) -> int:
+    """Append `row` to the journal (the caller holds the lock), fsynced; returns the journal's size. Only
+    O(1) bytes are touched: the row and the journal's last byte (a torn line left by a killed writer gets
+    a newline first, so the new record stays a line of its own and the torn one is dropped when read)."""
+    line = _journal_line(row)
+    with open(journal_of(path), "a+b") as f:  # O_APPEND: every write goes to the end
+        end = f.seek(0, os.SEEK_END)
+        if end:
+            f.seek(end - 1)
+            if f.read(1) != b"\n":
+                line = b"\n" + line
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+    return end + len(line)
+
+
+def _read_journal(path: str) -> tuple[list[dict], list[int]]:
+    """(rows in the order written, numbers of the lines that fail their checksum: torn or damaged)."""
+    try:
+        with open(journal_of(path), "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return [], []
+    rows, bad = [], []
+    for k, line in enumerate(data.split(b"\n"), 1):
+        if not line:
+            continue
+        digest, _, payload = line.partition(b" ")
+        try:
+            if sha256(payload)[:16].encode() != digest:
+                raise ValueError
+            row = json.loads(payload)
+            if not isinstance(row, dict) or "run" not in row:
+                raise ValueError
+        except ValueError:  # json's decode errors are ValueErrors
+            bad.append(k)
+            continue
+        rows.append(row)
+    return rows, bad
+
+
+def _consume_journal(path: str, rows: list, bad: list):
+    """After its rows are in the table: remove the journal, or, when some of its lines failed, move it aside
+    (one warning sentence; the file keeps every byte) so nothing damaged is silently kept or lost."""
+    if bad:
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        move_aside(journal_of(path), os.path.dirname(os.path.abspath(path)),
+                   f"has a torn or damaged line (line {bad[0]}{more}: cut short by a killed process, or overwritten)",
+                   f"that line dropped and its {len(rows)} intact row(s) kept in {os.path.basename(path)} (rerun the "
+                   f"cell whose row was cut, or rebuild with python sweep.py --aggregate, to restore it)")
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(journal_of(path))
+
+
+def _signature(path: str):
+    try:
+        a, b = os.stat(path), os.stat(path + SUM)
+    except FileNotFoundError:
+        return None
+    return (a.st_ino, a.st_size, a.st_mtime_ns, a.st_ctime_ns, b.st_ino, b.st_size, b.st_mtime_ns)
+
+
+def _remember(path: str):
+    """The table as this process just wrote (or verified) it needs no second check in this process."""
+    sig = _signature(path)
+    if sig is not None:
+        _VERIFIED[os.path.abspath(path)] = sig
 
 
 def _leaderboard_problem(path: str) -> str | None:
@@ -306,14 +436,24 @@ def _leaderboard_problem(path: str) -> str | None:
 
 
 def check_leaderboard(path: str):
-    """Before any compute: a leaderboard that cannot be read is one sentence, not a traceback after the run."""
+    """Before any compute: a leaderboard that cannot be read is one sentence, not a traceback after the run.
+    A table this process already verified (or wrote), unchanged since (inode, size, mtime, ctime, checksum
+    file), is not read again, so a sweep's cells in one process do not each re-hash the whole table."""
+    key, sig = os.path.abspath(path), _signature(path)
+    if sig is not None and _VERIFIED.get(key) == sig:
+        return
     why = _leaderboard_problem(path)
     if why:
+        _VERIFIED.pop(key, None)
         raise ConfigError(f"leaderboard {path} {why}; move it aside, or rebuild it from the run folders with "
                           f"python sweep.py --aggregate --leaderboard {path}.")
+    if sig is not None:
+        _VERIFIED[key] = sig
 
 
 def _read_leaderboard(path: str) -> pd.DataFrame:
+    import pandas as pd
+
     return read_csv_bytes(open(path, "rb").read()) if os.path.exists(path) else pd.DataFrame()
 
 
@@ -329,37 +469,81 @@ def _csv_line(values) -> bytes:
     return buf.getvalue().encode()
 
 
-def _append_row(path: str, row: dict) -> bool:
-    """The flat path of an upsert: a new run whose columns are the leaderboard's own (every cell of a
-    world) is appended as one CSV line, without parsing the table (the bytes are verified against the
-    checksum, in C). False when the run is already listed or the columns differ (the full rewrite then)."""
+def _append_rows(path: str, rows: list[dict]) -> bool:
+    """The fast fold: new runs (none in the table, each once) whose columns are the table's own (every cell
+    of a world) are appended as CSV lines, as pandas' rewrite writes them, without parsing the table (its
+    bytes are verified against the checksum, in C). False otherwise (the pandas fold then)."""
     try:
         data = read_checked(path)
     except (FileNotFoundError, Corrupt):
         return False
     header = next(csv.reader([data[: data.find(b"\n")].decode()]))
-    if not header or header[0] != "run" or set(header) != set(row) or not data.endswith(b"\n"):
+    runs = [r["run"] for r in rows]
+    if (len(header) < 2 or header[0] != "run" or not data.endswith(b"\n") or len(set(runs)) != len(runs)
+            or any(set(header) != set(r) for r in rows)):
         return False
-    if b"\n" + _csv_line([row["run"]]).rstrip(b"\n") + b"," in data:
+    if any(b"\n" + _csv_line([run]).rstrip(b"\n") + b"," in data for run in runs):
         return False
-    write_checked(path, data + _csv_line([row[c] for c in header]))
+    write_checked(path, data + b"".join(_csv_line([r[c] for c in header]) for r in rows))
     return True
 
 
+def _fold(old: pd.DataFrame, rows: list[dict]) -> pd.DataFrame:
+    """The table after upserting `rows` in order: a run's last row wins and goes after the rows of runs it
+    did not touch (as one upsert after another would leave it); every column of either is kept."""
+    import pandas as pd
+
+    new = pd.DataFrame(rows).drop_duplicates("run", keep="last")
+    if not len(old):
+        return new.reset_index(drop=True)
+    kept = old[~old["run"].isin(set(new["run"]))]
+    if not len(kept):
+        return new.reindex(columns=[*old.columns, *(c for c in new.columns if c not in old.columns)]).reset_index(drop=True)
+    return pd.concat([kept, new], ignore_index=True)
+
+
+def _compact(path: str):
+    """Fold the journal into the table and remove it (the caller holds the lock and has checked the table)."""
+    rows, bad = _read_journal(path)
+    if rows and not _append_rows(path, rows):
+        _write_leaderboard(path, _fold(_read_leaderboard(path), rows))
+    _consume_journal(path, rows, bad)
+    _remember(path)
+
+
 def upsert_leaderboard(path: str, row: dict):
-    """Replace this run's row (or add it), under a file lock, with an atomic rewrite; a new run with the
-    leaderboard's columns is appended without parsing the table (`_append_row`)."""
+    """Record this run's row (replacing its earlier one in the view), under the lock: appended to the journal,
+    O(1) in the number of rows. The journal is folded into the table when the table is small (under
+    COMPACT_BELOW bytes, so small tables stay complete files) or when the journal has grown to the table's
+    size (so the table at least grows by a constant factor between folds: O(1) amortised), and by readers."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with locked(path):
         remove_stale_tmp(os.path.dirname(os.path.abspath(path)), os.path.basename(path))  # we hold the lock
-        check_leaderboard(path)
-        if _append_row(path, row):
+        size = _append_journal(path, row)
+        table = os.path.getsize(path) if os.path.exists(path) else 0
+        if table >= COMPACT_BELOW and size < table:
             return
-        old = _read_leaderboard(path)
-        if len(old):
-            old = old[old["run"] != row["run"]]
-        new = pd.concat([old, pd.DataFrame([row])], ignore_index=True) if len(old) else pd.DataFrame([row])
-        _write_leaderboard(path, new)
+        why = _leaderboard_problem(path)
+        if why:  # the row is safe in the journal; the next cell's check refuses the table in one sentence
+            print(f"warning: leaderboard {path} {why}; this run's row is kept in {journal_of(path)} and folded "
+                  f"in when the leaderboard is rebuilt (python sweep.py --aggregate --leaderboard {path}).",
+                  file=sys.stderr)
+            return
+        _compact(path)
+
+
+def read_leaderboard(path: str) -> pd.DataFrame:
+    """The leaderboard as one view: the table with its journal folded in (compacted, under the lock). A table
+    that cannot be read is one sentence (ConfigError) naming the rebuild."""
+    import pandas as pd
+
+    if not os.path.exists(path) and not os.path.exists(journal_of(path)):
+        return pd.DataFrame()
+    with locked(path):
+        check_leaderboard(path)
+        if os.path.exists(journal_of(path)):
+            _compact(path)
+        return _read_leaderboard(path)
 
 
 def read_summaries(roots) -> pd.DataFrame:
@@ -385,13 +569,18 @@ def read_summaries(roots) -> pd.DataFrame:
                            "rerun its cell to rewrite it (its leaderboard row, if any, is kept)")
                 continue
             rows.append(df)
+    import pandas as pd
+
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
 
 
-def rebuild_leaderboard(roots, path: str, prune: bool = False) -> pd.DataFrame:
+def rebuild_leaderboard(roots, path: str, prune: bool = False, summaries: pd.DataFrame | None = None) -> pd.DataFrame:
     """The leaderboard at `path` rebuilt from the run folders under `roots`, by union: a run read here
-    replaces its row, rows of runs not read are kept (dropped with `prune=True`). Under the upsert lock,
-    written atomically; returns the table. A damaged leaderboard is moved aside and rebuilt."""
+    replaces its row, rows of runs not read (the table's and its journal's) are kept (dropped with
+    `prune=True`). Under the upsert lock, written atomically, the journal folded in; returns the table. A
+    damaged table is moved aside and rebuilt. `summaries`: the rows of `read_summaries(roots)`, if read already."""
+    import pandas as pd
+
     roots = [roots] if isinstance(roots, str) else list(roots)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with locked(path):
@@ -399,12 +588,17 @@ def rebuild_leaderboard(roots, path: str, prune: bool = False) -> pd.DataFrame:
         why = _leaderboard_problem(path)
         if why:
             move_aside(path, os.path.dirname(os.path.abspath(path)), why,
-                       "the leaderboard is rebuilt from the run folders only")
+                       "the leaderboard is rebuilt from its journal and the run folders only")
+        rows, bad = _read_journal(path)
         old = _read_leaderboard(path)
-        new = read_summaries(roots)
+        if rows:
+            old = _fold(old, rows)
+        new = read_summaries(roots) if summaries is None else summaries
         if len(old) and not prune:
             kept = old[~old["run"].isin(set(new["run"]) if len(new) else set())]
             new = pd.concat([kept, new], ignore_index=True) if len(new) else kept
         if len(new):
             _write_leaderboard(path, new)
+            _consume_journal(path, rows, bad)
+            _remember(path)
         return new
