@@ -546,10 +546,24 @@ def read_leaderboard(path: str) -> pd.DataFrame:
         return _read_leaderboard(path)
 
 
+def _summary_row(data: bytes) -> tuple[bytes, bytes]:
+    """(header line, row line) of a summary file's bytes: one header with a `run` column and one row of as
+    many fields, else Corrupt (checked with the csv module, not by a pandas parse per file)."""
+    rows = [r for r in csv.reader(io.StringIO(data.decode())) if r]
+    if len(rows) != 2 or "run" not in rows[0] or len(rows[1]) != len(rows[0]):
+        raise Corrupt(f"holds {max(len(rows) - 1, 0)} rows, not one summary row")
+    cut = data.index(b"\n") + 1
+    return data[:cut], data[cut:] if data.endswith(b"\n") else data[cut:] + b"\n"
+
+
 def read_summaries(roots) -> pd.DataFrame:
     """The summary row of every finished run under `roots` (run folders are the source of truth); a summary
-    that fails verification is moved aside (rerunning its cell rewrites it)."""
-    rows = []
+    that fails verification is moved aside (rerunning its cell rewrites it). Linear in the number of runs:
+    each file is verified on its own, then the rows of the files that share a header are parsed by one
+    read_csv (as one file: the same types a parse per file and a concat give), in the files' order."""
+    import pandas as pd
+
+    groups, n = {}, 0  # header line -> [(position, row line)]
     for root in roots:
         for f in sorted(glob.glob(os.path.join(root, "*", "summary.csv"))):
             try:
@@ -560,18 +574,26 @@ def read_summaries(roots) -> pd.DataFrame:
                     if why:
                         raise Corrupt(why)
                     data = open(f, "rb").read()
-                df = read_csv_bytes(data)
-                if len(df) != 1 or "run" not in df:
-                    raise Corrupt(f"holds {len(df)} rows, not one summary row")
-            except (Corrupt, ValueError, UnicodeDecodeError) as e:
+                head, row = _summary_row(data)
+            except (Corrupt, ValueError, UnicodeDecodeError, csv.Error) as e:
                 move_aside(f, os.path.join(os.path.dirname(f), "corrupt"),
                            str(e) if isinstance(e, Corrupt) else "cannot be parsed",
                            "rerun its cell to rewrite it (its leaderboard row, if any, is kept)")
                 continue
-            rows.append(df)
-    import pandas as pd
-
-    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+            # a header with a quote could hide a newline: such a file is parsed as a group of its own
+            groups.setdefault(head if b'"' not in head else (head, n), []).append((n, row))
+            n += 1
+    frames = []
+    for head, items in groups.items():
+        head = head if isinstance(head, bytes) else head[0]
+        df = read_csv_bytes(head + b"".join(r for _, r in items))
+        if len(df) != len(items):
+            raise ValueError(f"{len(items)} summary rows parsed as {len(df)}")  # not reachable from verified files
+        df.index = [k for k, _ in items]
+        frames.append(df)
+    if not frames:
+        return pd.DataFrame()
+    return (frames[0] if len(frames) == 1 else pd.concat(frames)).sort_index().reset_index(drop=True)
 
 
 def rebuild_leaderboard(roots, path: str, prune: bool = False, summaries: pd.DataFrame | None = None) -> pd.DataFrame:

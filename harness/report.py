@@ -113,32 +113,46 @@ def _num_key(v):
 
 def assign_worlds(df: pd.DataFrame) -> pd.DataFrame:
     """Add `world` (an id per world, seed set included), `label` (what varies inside it) and `config`
-    (the label without budget keys: one quality-vs-cost line per config)."""
+    (the label without budget keys: one quality-vs-cost line per config). Linear in the number of runs:
+    rows are grouped with dicts of positions, labels built in lists and assigned once."""
     df = df.copy()
     cols = [c for c in WORLD if c in df]
     canon = df[cols].apply(lambda s: s.map(_canon)).astype(str)
-    base = canon.apply(lambda r: json.dumps(list(r)), axis=1)
-    params = df["solver_params"].map(_params) if "solver_params" in df else pd.Series([{}] * len(df), index=df.index)
+    base = [json.dumps(list(r)) for r in canon.itertuples(index=False, name=None)]
+    params = df["solver_params"].map(_params).tolist() if "solver_params" in df else [{}] * len(df)
+    solvers = df["solver"].tolist()
     extra = [c for c in LABEL_EXTRA if c in df]
     # first pass: labels inside each seed-free world, then the seed set of each label
-    labels, configs, sortkeys = pd.Series("", index=df.index), pd.Series("", index=df.index), {}
-    for _, g in df.groupby(base, sort=False):
-        for solver, s in g.groupby("solver", sort=False):
-            keys = sorted({k for i in s.index for k in params[i]})
-            varying = [k for k in keys if len({json.dumps(params[i].get(k)) for i in s.index}) > 1]
-            for i in s.index:
-                p = params[i]
-                labels[i] = " ".join([solver, *(f"{k}={p.get(k)}" for k in varying)])
-                configs[i] = " ".join([solver, *(f"{k}={p.get(k)}" for k in varying if k not in BUDGET_KEYS)])
-                sortkeys[i] = (solver, *(_num_key(p.get(k)) for k in varying))
-        for c in extra:
-            vals = g[c].astype(str)
-            if vals.nunique() > 1:
-                for i in g.index:
-                    labels[i] += f" {c}={df.at[i, c]}"
-                    configs[i] += f" {c}={df.at[i, c]}"
+    labels, configs, sortkeys = [""] * len(df), [""] * len(df), [()] * len(df)
+    worlds = {}
+    for k, b in enumerate(base):
+        worlds.setdefault(b, []).append(k)
+    for members in worlds.values():
+        by_solver = {}
+        for k in members:
+            if isinstance(solvers[k], str):  # as groupby: a run without a solver gets no label
+                by_solver.setdefault(solvers[k], []).append(k)
+        for solver, ks in by_solver.items():
+            keys = sorted({key for k in ks for key in params[k]})
+            varying = [key for key in keys if len({json.dumps(params[k].get(key)) for k in ks}) > 1]
+            for k in ks:
+                p = params[k]
+                labels[k] = " ".join([solver, *(f"{key}={p.get(key)}" for key in varying)])
+                configs[k] = " ".join([solver, *(f"{key}={p.get(key)}" for key in varying if key not in BUDGET_KEYS)])
+                sortkeys[k] = (solver, *(_num_key(p.get(key)) for key in varying))
+    base = pd.Series(base, index=df.index)
+    for c in extra:  # a setting that differs inside a world labels every row of that world
+        differs = (df[c].astype(str).groupby(base, sort=False).transform("nunique") > 1).tolist()
+        for k, (v, d) in enumerate(zip(df[c].tolist(), differs)):
+            if d:
+                labels[k] += f" {c}={v}"
+                configs[k] += f" {c}={v}"
     df["label"], df["config"] = labels, configs
-    seeds = df.groupby([base, df["label"]])["seed"].transform(lambda s: ",".join(str(x) for x in sorted(set(s))))
+    seed_sets = {}
+    for b, lab, seed in zip(base.tolist(), labels, df["seed"].tolist()):
+        seed_sets.setdefault((b, lab), set()).add(seed)
+    seed_text = {key: ",".join(str(x) for x in sorted(v)) for key, v in seed_sets.items()}
+    seeds = pd.Series([seed_text[(b, lab)] for b, lab in zip(base.tolist(), labels)], index=df.index)
     df["seeds"] = seeds
     world_key = base + "|" + seeds
     ids = {k: n for n, k in enumerate(dict.fromkeys(world_key))}
@@ -146,7 +160,7 @@ def assign_worlds(df: pd.DataFrame) -> pd.DataFrame:
     # the same label and seed twice in one world: never averaged, told apart by run name
     dup = df.duplicated(["world", "label", "seed"], keep=False)
     df.loc[dup, "label"] = df.loc[dup, "label"] + " [" + df.loc[dup, "run"].astype(str) + "]"
-    df["sortkey"] = [sortkeys.get(i, ()) + ((df.at[i, "label"],),) for i in df.index]
+    df["sortkey"] = [sk + ((lab,),) for sk, lab in zip(sortkeys, df["label"].tolist())]
     return df
 
 
@@ -219,8 +233,10 @@ def world_table(root: str, w: pd.DataFrame, metrics: list[str], reference: str |
                 n_resamples: int = 2000) -> dict:
     """The numbers of one world: rows (sorted), and per (row, metric) the mean, interval, seed spread,
     paired difference to the reference row, bold flag; FID/KID with N, reference N and spread."""
-    order = sorted(w["label"].unique(), key=lambda lab: w.loc[w["label"] == lab, "sortkey"].iloc[0])
-    rows = {lab: w[w["label"] == lab] for lab in order}
+    groups = dict(list(w.groupby("label", sort=False)))  # one pass, not one mask per label
+    first = {lab: g["sortkey"].iloc[0] for lab, g in groups.items()}
+    order = sorted(first, key=first.get)
+    rows = {lab: groups[lab] for lab in order}
     ref = None
     if reference:
         hits = [lab for lab in order if lab == reference] or [lab for lab in order if lab.split()[0] == reference]
@@ -251,7 +267,7 @@ def world_table(root: str, w: pd.DataFrame, metrics: list[str], reference: str |
     notes = [f"{', '.join(dict.fromkeys(ms))} from N={n} images (reference N={nref}) < feature dimension {dim}"
              for (n, nref, dim), ms in sorted(small.items())]
     return {"rows": order, "metrics": [m for m in metrics if m in w], "cells": cells, "reference": ref,
-            "warnings": notes, "n_runs": len(w)}
+            "warnings": notes, "n_runs": len(w), "runs": rows}
 
 
 def _set_cell(r: pd.DataFrame, m: str) -> dict:
@@ -398,7 +414,7 @@ def quality_vs_cost(w: pd.DataFrame, t: dict, metric: str, axis: str, path: str,
 
     pts = []
     for lab in t["rows"]:
-        r = w[w["label"] == lab]
+        r = t["runs"][lab]
         c = t["cells"].get((lab, metric))
         if c is None or not np.isfinite(c["mean"]):
             continue
@@ -445,7 +461,7 @@ def world_grid(root: str, w: pd.DataFrame, t: dict, path: str, max_images: int =
 
     data, rows = None, []
     for lab in t["rows"]:
-        run = w[w["label"] == lab]["run"].iloc[0]
+        run = t["runs"][lab]["run"].iloc[0]
         p = os.path.join(root, run, "grid.pt")
         if not os.path.exists(p):
             continue
