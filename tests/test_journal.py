@@ -202,3 +202,25 @@ def test_a_damaged_table_keeps_the_upserted_row_in_the_journal(tmp_path, capfd, 
         records.check_leaderboard(lb)
     table = records.rebuild_leaderboard([str(tmp_path / "none")], lb)  # moved aside, the journal's row kept
     assert list(table["run"]) == ["cell_7"]
+
+
+def test_read_summaries_parses_per_header_as_a_parse_per_file_would(tmp_path, capfd):
+    """--aggregate's reader parses the rows of files that share a header at once: the same frame (values,
+    dtypes, order) as reading each file on its own and concatenating, damaged files still moved aside."""
+    for i in range(12):
+        r = row(i, seed=i % 3, prompt=str(i % 2))
+        if i % 3 == 0:
+            r["lpips"] = 0.1 * i  # a second header
+        if i % 4 == 0:
+            r["note"] = "a, \"quoted\"\nline"  # a quoted newline inside a row
+        records.RunDir(str(tmp_path), r["run"]).write_summary(pd.DataFrame([r]))
+    os.makedirs(tmp_path / "legacy")
+    (tmp_path / "legacy" / "summary.csv").write_text("run,psnr,flag\nlegacy,1.5,True\n")  # before checksums
+    os.makedirs(tmp_path / "two")
+    (tmp_path / "two" / "summary.csv").write_text("run,psnr\na,1\nb,2\n")
+    files = sorted(p for p in (tmp_path).glob("*/summary.csv") if p.parent.name != "two")
+    per_file = pd.concat([records.read_csv_bytes(open(f, "rb").read()) for f in files], ignore_index=True)
+    got = records.read_summaries([str(tmp_path)])
+    pd.testing.assert_frame_equal(got, per_file)
+    err = [ln for ln in capfd.readouterr().err.splitlines() if ln]
+    assert len(err) == 1 and "two/summary.csv holds 2 rows, not one summary row" in err[0]
