@@ -193,6 +193,9 @@ def main(argv=None):
     ap.add_argument("--skip-compare-aggregate", default="", metavar="N,...",
                     help="aggregate sizes not run on --compare (too slow there), shown as 'not run'")
     ap.add_argument("--out", default="results/scaling.md")
+    ap.add_argument("--remeasure-upsert", action="store_true",
+                    help="measure only the upserts (interleaved as above) and replace them in --out's .json, keeping "
+                         "its other measures; rewrites --out and the plot")
     a = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     checkouts = {}
@@ -205,18 +208,27 @@ def main(argv=None):
            "sizes_aggregate": [int(n) for n in a.aggregate.split(",") if n], "cells": a.cells,
            "upsert": {lab: {} for lab in labels}, "aggregate": {lab: {} for lab in labels}, "sweep": {}, "startup": {}}
     load = [os.getloadavg()]
+    if a.remeasure_upsert:
+        with open(os.path.splitext(a.out)[0] + ".json") as f:
+            prev = json.load(f)
+        if prev["labels"] != labels:
+            raise SystemExit(f"{a.out}'s measures are of {prev['labels']}, not {labels}")
+        num = lambda d: {int(k): v for k, v in d.items()}  # noqa: E731  (JSON keys are text)
+        res.update(sizes_aggregate=prev["sizes_aggregate"], cells=prev["cells"], sweep=prev["sweep"],
+                   startup=prev["startup"], aggregate={lab: num(v) for lab, v in prev["aggregate"].items()})
+        load = prev["load"] + [os.getloadavg()]
     for n in res["sizes_upsert"]:  # interleaved: each size on every checkout before the next size
         for lab, co in checkouts.items():
             res["upsert"][lab][n] = bench_upsert(co, n, a.repeats)
             print(lab, "upsert", n, res["upsert"][lab][n], flush=True)
-    for n in res["sizes_aggregate"]:
+    for n in [] if a.remeasure_upsert else res["sizes_aggregate"]:
         for lab, co in checkouts.items():
             if co != ROOT and n in skip:
                 continue
             res["aggregate"][lab][n] = bench_aggregate(co, n)
             print(lab, "aggregate", n, res["aggregate"][lab][n], flush=True)
     load.append(os.getloadavg())
-    for lab, co in checkouts.items():
+    for lab, co in [] if a.remeasure_upsert else checkouts.items():
         res["sweep"][lab] = bench_sweep(co, a.cells)
         res["startup"][lab] = bench_startup(co)
         print(lab, "sweep", res["sweep"][lab], "startup", res["startup"][lab], flush=True)
@@ -225,12 +237,14 @@ def main(argv=None):
     print(text)
     cmd = "OMP_NUM_THREADS=1 python benchmarks/scaling.py " + " ".join(argv if argv is not None else sys.argv[1:])
     loads = ", ".join(f"{x[0]:.1f}" for x in load)
+    if a.remeasure_upsert:
+        cmd += f" (upserts; the other measures from the run before, `{prev.get('command', '')}`)"
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     with open(a.out, "w") as f:
         f.write(f"# Scaling of the bookkeeping (CPU time)\n\n`{cmd}`\n\n1-minute load average at the start, after "
                 f"the bookkeeping measures and at the end: {loads} (on {os.cpu_count()} cores).\n\n{text}")
     with open(os.path.splitext(a.out)[0] + ".json", "w") as f:
-        json.dump({**res, "labels": labels, "load": load}, f, indent=1, default=str)
+        json.dump({**res, "labels": labels, "load": load, "command": cmd}, f, indent=1, default=str)
     plot(os.path.splitext(a.out)[0] + ".png", labels, res)
 
 

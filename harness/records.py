@@ -39,8 +39,9 @@ NLM (v3, needs lockd/statd on client and server) or the v4 protocol's own locks;
 manager the lock is coherent across nodes, close-to-open consistency gives the appender the current
 size, and O_APPEND lands at the end; without one (v3 mounted `nolock`, or `local_lock=flock`) the lock
 is node-local, and two nodes appending at once can overwrite each other's record (O_APPEND is not atomic
-across NFS clients): the damaged record then fails its checksum and is dropped with a warning, never
-kept wrong, and its row is restored from the run folder by `sweep.py --aggregate`. Lustre: coherent only
+across NFS clients): a partly overwritten record fails its checksum and is dropped with a warning, never
+kept wrong; one overwritten whole is gone from the journal without a trace. Either way its run folder
+still holds it, and `sweep.py --aggregate` restores the row. Lustre: coherent only
 when mounted with `-o flock`; `localflock` is node-local (the same failure story as NFS without a lock
 manager); `noflock` makes flock fail (an OSError on the first upsert). The run folders are the source of
 truth in every case: keep the leaderboard on a local disk when in doubt and rebuild it with
@@ -478,11 +479,13 @@ def _append_rows(path: str, rows: list[dict]) -> bool:
     except (FileNotFoundError, Corrupt):
         return False
     header = next(csv.reader([data[: data.find(b"\n")].decode()]))
-    runs = [r["run"] for r in rows]
+    runs = [_csv_line([r["run"]]).rstrip(b"\n") for r in rows]
     if (len(header) < 2 or header[0] != "run" or not data.endswith(b"\n") or len(set(runs)) != len(runs)
-            or any(set(header) != set(r) for r in rows)):
+            or any(set(header) != set(r) for r in rows) or any(run[:1] == b'"' for run in runs)):
         return False
-    if any(b"\n" + _csv_line([run]).rstrip(b"\n") + b"," in data for run in runs):
+    # the first field of every line (a superset of the table's runs: a quoted newline makes extra lines, whose
+    # false hits only send the rows to the pandas fold): one pass, not one search of the table per row
+    if not {line.partition(b",")[0] for line in data.split(b"\n")}.isdisjoint(runs):
         return False
     write_checked(path, data + b"".join(_csv_line([r[c] for c in header]) for r in rows))
     return True
