@@ -211,11 +211,14 @@ def main(argv=None):
     if a.remeasure_upsert:
         with open(os.path.splitext(a.out)[0] + ".json") as f:
             prev = json.load(f)
-        if prev["labels"] != labels:
-            raise SystemExit(f"{a.out}'s measures are of {prev['labels']}, not {labels}")
+        if len(prev["labels"]) != len(labels):
+            raise SystemExit(f"{a.out}'s measures are of {prev['labels']}, not of {labels}")
+        same = dict(zip(prev["labels"], labels))  # the same checkouts, perhaps at later commits
         num = lambda d: {int(k): v for k, v in d.items()}  # noqa: E731  (JSON keys are text)
-        res.update(sizes_aggregate=prev["sizes_aggregate"], cells=prev["cells"], sweep=prev["sweep"],
-                   startup=prev["startup"], aggregate={lab: num(v) for lab, v in prev["aggregate"].items()})
+        res.update(sizes_aggregate=prev["sizes_aggregate"], cells=prev["cells"],
+                   sweep={same[k]: v for k, v in prev["sweep"].items()},
+                   startup={same[k]: v for k, v in prev["startup"].items()},
+                   aggregate={same[k]: num(v) for k, v in prev["aggregate"].items()})
         load = prev["load"] + [os.getloadavg()]
     for n in res["sizes_upsert"]:  # interleaved: each size on every checkout before the next size
         for lab, co in checkouts.items():
@@ -238,7 +241,8 @@ def main(argv=None):
     cmd = "OMP_NUM_THREADS=1 python benchmarks/scaling.py " + " ".join(argv if argv is not None else sys.argv[1:])
     loads = ", ".join(f"{x[0]:.1f}" for x in load)
     if a.remeasure_upsert:
-        cmd += f" (upserts; the other measures from the run before, `{prev.get('command', '')}`)"
+        cmd += (f"` (the upserts; the other measures are those of the run before, of {', '.join(prev['labels'])}: "
+                f"`{prev.get('command', '')}`)")
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     with open(a.out, "w") as f:
         f.write(f"# Scaling of the bookkeeping (CPU time)\n\n`{cmd}`\n\n1-minute load average at the start, after "
