@@ -10,8 +10,8 @@ import resource
 import sys
 import time
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from tqdm import tqdm
@@ -26,6 +26,9 @@ from harness.validate import check_cell
 from metrics.roundtrip import roundtrip_errors
 from core.errors import ConfigError
 from core.rng import generator
+
+if TYPE_CHECKING:  # pandas is imported where it is used: it costs ~0.45 CPU-s of every start (results/startup.md)
+    import pandas as pd
 
 PER_SAMPLE = ("psnr", "ssim", "lpips_vgg", "lpips_alex", "target_acc", "target_prob")
 SUMMARY_STD = (*PER_SAMPLE, "psnr_best", *(f"{m}_bestpsnr" for m in PER_SAMPLE[1:]), "sw2", "mean_err")
@@ -298,6 +301,8 @@ def summarize(df: pd.DataFrame, protocol: dict, cost: tuple) -> dict:
     """The summary of a cell's rows: protocol values carried; metrics averaged over the images that did
     not diverge (with their spread over images); cost columns (`cost`) averaged over every image, since
     the compute ran for the diverged ones too; other text columns carried only where every image agrees."""
+    import pandas as pd
+
     ok = df[df["status"] == "ok"] if len(df) else df
     out = {**protocol, "n_images": len(df), "n_ok": len(ok), "n_diverged": int((df["status"] == "diverged").sum())
            if len(df) else 0, "image_ids": f"{df['image_id'].iloc[0]}..{df['image_id'].iloc[-1]}" if len(df) else ""}
@@ -326,6 +331,8 @@ def finish(cfg, cell, rd: RunDir, protocol: dict, cache: MeasurementCache, wall:
     if scorer is not None and scorer.set:
         summary.update(set_metrics(cfg, cell, rd, df, scorer))
     summary["wall_seconds_this_call"] = wall
+    import pandas as pd
+
     rd.write_summary(pd.DataFrame([summary]))
     upsert_leaderboard(cfg.run.leaderboard, summary)
     write_grid(cfg, cell, rd, cache)

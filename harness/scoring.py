@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 import os
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
+import numpy as np  # (loaded by torch already)
 import torch
 from omegaconf import DictConfig
 
@@ -18,6 +18,9 @@ from metrics.image import psnr, ssim
 from metrics.lpips import LPIPS
 from metrics.posterior import posterior_metrics
 from core.errors import ConfigError
+
+if TYPE_CHECKING:  # pandas is imported by the finish step only, not at startup
+    import pandas as pd
 
 SET_METRICS = ("fid", "kid")
 

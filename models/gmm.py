@@ -13,6 +13,7 @@ import math
 import torch
 
 from models.base import Condition, Prior, counted, linear_alphas_cumprod, prompt_list
+from core.digits import load_digits
 from core.errors import ConfigError
 from core.rng import randn
 
@@ -242,13 +243,11 @@ def fit_digits_mixture(size: int = 16, rank: int = 32, delta: float = 1e-3) -> G
 
     Each class covariance keeps its top `rank` eigenpairs; δI makes it full rank.
     """
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    x = torch.tensor(digits.images, dtype=torch.float64)[:, None] / 16.0
+    images, target = load_digits()  # scikit-learn's bundled digits, read without importing scikit-learn
+    x = torch.tensor(images, dtype=torch.float64)[:, None] / 16.0
     x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
     x = (x * 2 - 1).flatten(1)
-    labels = torch.tensor(digits.target)
+    labels = torch.tensor(target)
     weights, means, bases, lams = [], [], [], []
     for k in range(10):
         xk = x[labels == k]
