@@ -22,7 +22,7 @@ from harness.grid import save_grid
 from harness.loggers import check_logger, log_batch, log_run, start_run
 from harness.records import RunDir, atomic_write_csv, check_leaderboard, git_commit, locked, upsert_leaderboard
 from harness.scoring import Scorer, condition, score_image, set_metrics
-from harness.validate import check_cell
+from harness.validate import check_cell, declared
 from metrics.roundtrip import roundtrip_errors
 from core.errors import ConfigError
 from core.rng import generator
@@ -47,12 +47,6 @@ OUTSIDE = {
 }
 
 
-def integer(value, key: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{key} must be an integer, got {value!r}; e.g. {key}=0.")
-    return value
-
-
 def cell_config(cfg: DictConfig) -> dict:
     """The resolved config less the keys OUTSIDE the identity (no fingerprints: see `cell_key`)."""
     out = OmegaConf.to_container(cfg, resolve=True)
@@ -62,7 +56,7 @@ def cell_config(cfg: DictConfig) -> dict:
         else:
             for k in keys:
                 out.get(node, {}).pop(k, None)
-    out["seed"] = integer(out.get("seed"), "seed")
+    out["seed"] = declared("seed", out.get("seed"))  # the check check_config makes (harness/validate.py)
     return out
 
 
@@ -121,7 +115,7 @@ def run_name(cfg: DictConfig, cell: Cell | None = None) -> str:
     cell = cell if cell is not None else build_cell(cfg)
     h = hashlib.sha256(json.dumps(cell_key(cfg, cell), sort_keys=True, default=str).encode()).hexdigest()[:8]
     choices = {k: _choice(cfg, k) for k in ("dataset", "task", "solver", "model")}
-    return "{dataset}_{task}_{solver}_{model}".format(**choices) + f"_s{integer(cfg.seed, 'seed')}_{h}"
+    return "{dataset}_{task}_{solver}_{model}".format(**choices) + f"_s{declared('seed', cfg.seed)}_{h}"
 
 
 def _choice(cfg, group) -> str:
