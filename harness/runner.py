@@ -108,12 +108,14 @@ def cell_key(cfg: DictConfig, cell: Cell) -> dict:
     return key
 
 
-def run_name(cfg: DictConfig, cell: Cell | None = None) -> str:
-    """<dataset>_<task>_<solver>_<model>_s<seed>_<hash of cell_key>; `cell` is built when not given."""
+def run_name(cfg: DictConfig, cell: Cell | None = None, key: dict | None = None) -> str:
+    """<dataset>_<task>_<solver>_<model>_s<seed>_<hash of cell_key>; `cell` is built when not given, `key`
+    (its cell_key) computed when not given."""
     if cfg.run.get("name"):
         return str(cfg.run.name)
-    cell = cell if cell is not None else build_cell(cfg)
-    h = hashlib.sha256(json.dumps(cell_key(cfg, cell), sort_keys=True, default=str).encode()).hexdigest()[:8]
+    if key is None:
+        key = cell_key(cfg, cell if cell is not None else build_cell(cfg))
+    h = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:8]
     choices = {k: _choice(cfg, k) for k in ("dataset", "task", "solver", "model")}
     return "{dataset}_{task}_{solver}_{model}".format(**choices) + f"_s{declared('seed', cfg.seed)}_{h}"
 
@@ -202,14 +204,17 @@ def run_cell(cfg: DictConfig, *, after_batch=None) -> dict:
     check_logger(cfg)
     check_cell(cfg, cell)  # a prompt (or null) the prior cannot take, steps beyond its schedule: before any file
     scorer = Scorer(cfg, cell)
-    name = run_name(cfg, cell)
+    identity = cell_key(cfg, cell)  # once: the dataset fingerprint decodes in-memory datasets' images
+    name = run_name(cfg, cell, identity)
     rd = RunDir(cfg.run.root, name)
-    rd.claim(cell_key(cfg, cell), OmegaConf.to_yaml(_cell_view(cfg), resolve=True))
+    rd.claim(identity, OmegaConf.to_yaml(_cell_view(cfg), resolve=True))
     start_run(cfg, name)  # W&B (logger=wandb): per-batch rows, running means; a cell that raises shows as crashed
 
     seed, N = int(cfg.seed), int(cfg.run.num_samples)
     prior, task, solver, dataset = cell.prior, cell.task, cell.solver, cell.dataset
-    cache = MeasurementCache(cfg.run.cache, cell_config(cfg)["task"], dataset.describe(), seed)
+    # the dataset enters measurement keys as it enters the identity: its config less locations, and its
+    # fingerprint (ids, file names and sizes, captions); never its folder, so moved data reuses the cache
+    cache = MeasurementCache(cfg.run.cache, identity["task"], identity["dataset"], seed)
     protocol = {"run": name, **_protocol(cfg, cell), **scorer.describe()}
     per_batch = max(1, int(cfg.compute.batch_size) // N)
 
@@ -323,7 +328,7 @@ def finish(cfg, cell, rd: RunDir, protocol: dict, cache: MeasurementCache, wall:
 
     summary = summarize(df, protocol, (*cell.prior.cost.snapshot(), *COST))
     if scorer is not None and scorer.set:
-        summary.update(set_metrics(cfg, cell, rd, df, scorer))
+        summary.update(set_metrics(cfg, cell, rd, df, scorer, cache.dataset))
     summary["wall_seconds_this_call"] = wall
     import pandas as pd
 

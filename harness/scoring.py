@@ -100,15 +100,16 @@ def score_image(x_hat: torch.Tensor, x: torch.Tensor, posterior=None, image_id=N
     return row
 
 
-def set_metrics(cfg, cell, rd: RunDir, df: pd.DataFrame, scorer: Scorer) -> dict:
-    """FID/KID of the first reconstruction of every finished, non-diverged image against the reference."""
+def set_metrics(cfg, cell, rd: RunDir, df: pd.DataFrame, scorer: Scorer, dataset_key: dict) -> dict:
+    """FID/KID of the first reconstruction of every finished, non-diverged image against the reference.
+    `dataset_key`: the dataset as the cell's identity names it (no path), keying the truths' features."""
     recon = rd.reconstructions()
     ids = [i for i in cell.dataset.ids if str(i) in recon]
     ok = set(df.loc[df["status"] == "ok", "image_id"]) if len(df) else set()
     ids = [i for i in ids if str(i) in ok and torch.isfinite(recon[str(i)]).all()]
     extract = fidlib.load_features(scorer.features, scorer.mode, scorer.device, scorer.weights)
     if scorer.reference_file is None:  # this run's truths; their features are cached per (split, ids, extractor)
-        key = {"dataset": cell.dataset.describe(), "ids": [str(i) for i in ids], "features": scorer.features,
+        key = {"dataset": dataset_key, "ids": [str(i) for i in ids], "features": scorer.features,
                "mode": scorer.mode, "shape": list(cell.task.image_shape)}
         path = fidlib.stats_path(cfg.run.cache, key)
         if not os.path.exists(path):
