@@ -109,7 +109,8 @@ def set_metrics(cfg, cell, rd: RunDir, df: pd.DataFrame, scorer: Scorer, dataset
     ids = [i for i in ids if str(i) in ok and torch.isfinite(recon[str(i)]).all()]
     extract = fidlib.load_features(scorer.features, scorer.mode, scorer.device, scorer.weights)
     if scorer.reference_file is None:  # this run's truths; their features are cached per (split, ids, extractor)
-        key = {"dataset": dataset_key, "ids": [str(i) for i in ids], "features": scorer.features,
+        named = {"dataset": cell.dataset.name, "split": cell.dataset.split, **dataset_key}  # name/split: the file's name
+        key = {"dataset": named, "ids": [str(i) for i in ids], "features": scorer.features,
                "mode": scorer.mode, "shape": list(cell.task.image_shape)}
         path = fidlib.stats_path(cfg.run.cache, key)
         if not os.path.exists(path):
