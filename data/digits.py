@@ -6,7 +6,8 @@ imports this module), the rest are `train`. The held-out ids, sorted, are split 
 `VAL_SIZE` (100) largest are the `val` split, for tuning hyper-parameters (harness/tune.py), the other
 200 are the `test` split the tables report. (The val ids were carved out of the end of the sorted
 held-out list, so the first 200 test ids, and every table drawn from `dataset.start=0`, are unchanged.)
-Ids are indices into `sklearn.datasets.load_digits()`, so a row of results names one exact source image.
+Ids are indices into `sklearn.datasets.load_digits()` (read by core/digits.py without importing scikit-learn),
+so a row of results names one exact source image.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import functools
 import torch
 
 from data.base import Dataset
+from core.digits import load_digits
 from core.errors import ConfigError
 from core.rng import generator
 
@@ -27,10 +29,8 @@ SPLITS = ("train", "val", "test")
 
 @functools.lru_cache(maxsize=1)
 def _raw() -> tuple[torch.Tensor, torch.Tensor]:
-    from sklearn.datasets import load_digits  # bundled with scikit-learn: no download
-
-    d = load_digits()
-    return torch.tensor(d.images, dtype=torch.float32)[:, None], torch.tensor(d.target, dtype=torch.long)
+    images, target = load_digits()  # scikit-learn's bundled file, read without importing scikit-learn
+    return torch.tensor(images, dtype=torch.float32)[:, None], torch.tensor(target, dtype=torch.long)
 
 
 def preprocess(images8: torch.Tensor, size: int = 16) -> torch.Tensor:

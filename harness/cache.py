@@ -1,8 +1,9 @@
 """Frozen measurements: masks, kernels and noise drawn once per (task config, image, seed), stored.
 
 Every solver of a sweep reads the same bytes. The key hashes the task's config, the seed, the
-dataset's description, the image id and the image's own bytes (so a changed image cannot be
-paired with a stale y). Measurements are made on the CPU in float32.
+dataset as the cell's identity names it (its config less locations, and its fingerprint: never a path,
+so a moved data folder reuses its measurements), the image id and the image's own bytes (so a changed
+image cannot be paired with a stale y). Measurements are made on the CPU in float32.
 
 Each file holds the sha256 of its tensors' bytes; a file that cannot be loaded or does not match it is
 reported in one sentence, moved into `measurements/corrupt/` and drawn again (the draw is a function of
@@ -60,10 +61,13 @@ def load_checked(path: str) -> dict | None:
 
 
 class MeasurementCache:
-    def __init__(self, root: str, task_config: dict, dataset_desc: dict, seed: int):
+    def __init__(self, root: str, task_config: dict, dataset_key: dict, seed: int):
+        """`dataset_key`: what identifies the dataset, without locations (the runner passes its cell key's
+        dataset part: config less paths, plus the dataset fingerprint), so a moved data folder keeps its keys."""
         self.dir = os.path.join(root, "measurements")
         os.makedirs(self.dir, exist_ok=True)
-        self.prefix = json.dumps({"task": task_config, "dataset": dataset_desc, "seed": seed}, sort_keys=True,
+        self.dataset = dataset_key
+        self.prefix = json.dumps({"task": task_config, "dataset": dataset_key, "seed": seed}, sort_keys=True,
                                  default=str)
         self.seed = seed
 

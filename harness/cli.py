@@ -1,36 +1,15 @@
-"""Command-line front door: unknown names and bad settings become one sentence and exit code 2."""
+"""Command-line front door: unknown names and bad settings become one sentence and exit code 2.
+
+Imports run one way: this module uses harness.validate (the checks, the config folder and its groups), never
+the reverse. `CONF_DIR` and `GROUPS` are re-exported here for run.py, sweep.py and the tests."""
 from __future__ import annotations
 
-import os
 import sys
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from core.errors import ConfigError
-from core.files import REPO_ROOT
-
-CONF_DIR = os.path.join(REPO_ROOT, "conf")
-# ${repo:models/weights/x} in a config: a path inside the repository, whatever the cwd.
-if not OmegaConf.has_resolver("repo"):
-    OmegaConf.register_new_resolver("repo", lambda rel="": os.path.join(REPO_ROOT, str(rel)))
-GROUPS = ("solver", "task", "dataset", "model", "compute", "experiment", "metrics", "logger")
-
-
-def options(group: str) -> list[str]:
-    folder = os.path.join(CONF_DIR, group)
-    return sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".yaml")) if os.path.isdir(folder) else []
-
-
-def check_overrides(argv: list[str]):
-    """Refuse `group=name` overrides that name no config file, before Hydra or any compute starts."""
-    for arg in argv:
-        key, eq, value = arg.partition("=")
-        key = key.lstrip("+~")
-        if not eq or key not in GROUPS or "(" in value:
-            continue
-        for name in value.split(","):
-            if name not in options(key):
-                raise ConfigError(f"unknown {key} {name!r}; choose one of: {', '.join(options(key))} (conf/{key}/).")
+from core.files import REPO_ROOT  # noqa: F401 - re-exported (tests and scripts read the root from here)
+from harness.validate import CONF_DIR, GROUPS, check_overrides, normalise_noise
 
 
 def add_names(cfg: DictConfig, choices) -> DictConfig:
@@ -67,7 +46,5 @@ def compose(overrides=()) -> DictConfig:
     choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
     with open_dict(cfg):
         del cfg["hydra"]
-    from harness.validate import normalise_noise
-
     normalise_noise(cfg)  # only the chosen noise kind's parameters, as run_cell sees them
     return add_names(cfg, choices)

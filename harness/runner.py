@@ -10,8 +10,8 @@ import resource
 import sys
 import time
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from tqdm import tqdm
@@ -22,10 +22,13 @@ from harness.grid import save_grid
 from harness.loggers import check_logger, log_batch, log_run, start_run
 from harness.records import RunDir, atomic_write_csv, check_leaderboard, git_commit, locked, upsert_leaderboard
 from harness.scoring import Scorer, condition, score_image, set_metrics
-from harness.validate import check_cell
+from harness.validate import check_cell, declared
 from metrics.roundtrip import roundtrip_errors
 from core.errors import ConfigError
 from core.rng import generator
+
+if TYPE_CHECKING:  # pandas is imported where it is used: it costs ~0.45 CPU-s of every start (results/startup.md)
+    import pandas as pd
 
 PER_SAMPLE = ("psnr", "ssim", "lpips_vgg", "lpips_alex", "target_acc", "target_prob")
 SUMMARY_STD = (*PER_SAMPLE, "psnr_best", *(f"{m}_bestpsnr" for m in PER_SAMPLE[1:]), "sw2", "mean_err")
@@ -44,12 +47,6 @@ OUTSIDE = {
 }
 
 
-def integer(value, key: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{key} must be an integer, got {value!r}; e.g. {key}=0.")
-    return value
-
-
 def cell_config(cfg: DictConfig) -> dict:
     """The resolved config less the keys OUTSIDE the identity (no fingerprints: see `cell_key`)."""
     out = OmegaConf.to_container(cfg, resolve=True)
@@ -59,7 +56,7 @@ def cell_config(cfg: DictConfig) -> dict:
         else:
             for k in keys:
                 out.get(node, {}).pop(k, None)
-    out["seed"] = integer(out.get("seed"), "seed")
+    out["seed"] = declared("seed", out.get("seed"))  # the check check_config makes (harness/validate.py)
     return out
 
 
@@ -111,14 +108,16 @@ def cell_key(cfg: DictConfig, cell: Cell) -> dict:
     return key
 
 
-def run_name(cfg: DictConfig, cell: Cell | None = None) -> str:
-    """<dataset>_<task>_<solver>_<model>_s<seed>_<hash of cell_key>; `cell` is built when not given."""
+def run_name(cfg: DictConfig, cell: Cell | None = None, key: dict | None = None) -> str:
+    """<dataset>_<task>_<solver>_<model>_s<seed>_<hash of cell_key>; `cell` is built when not given, `key`
+    (its cell_key) computed when not given."""
     if cfg.run.get("name"):
         return str(cfg.run.name)
-    cell = cell if cell is not None else build_cell(cfg)
-    h = hashlib.sha256(json.dumps(cell_key(cfg, cell), sort_keys=True, default=str).encode()).hexdigest()[:8]
+    if key is None:
+        key = cell_key(cfg, cell if cell is not None else build_cell(cfg))
+    h = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:8]
     choices = {k: _choice(cfg, k) for k in ("dataset", "task", "solver", "model")}
-    return "{dataset}_{task}_{solver}_{model}".format(**choices) + f"_s{integer(cfg.seed, 'seed')}_{h}"
+    return "{dataset}_{task}_{solver}_{model}".format(**choices) + f"_s{declared('seed', cfg.seed)}_{h}"
 
 
 def _choice(cfg, group) -> str:
@@ -205,14 +204,17 @@ def run_cell(cfg: DictConfig, *, after_batch=None) -> dict:
     check_logger(cfg)
     check_cell(cfg, cell)  # a prompt (or null) the prior cannot take, steps beyond its schedule: before any file
     scorer = Scorer(cfg, cell)
-    name = run_name(cfg, cell)
+    identity = cell_key(cfg, cell)  # once: the dataset fingerprint decodes in-memory datasets' images
+    name = run_name(cfg, cell, identity)
     rd = RunDir(cfg.run.root, name)
-    rd.claim(cell_key(cfg, cell), OmegaConf.to_yaml(_cell_view(cfg), resolve=True))
+    rd.claim(identity, OmegaConf.to_yaml(_cell_view(cfg), resolve=True))
     start_run(cfg, name)  # W&B (logger=wandb): per-batch rows, running means; a cell that raises shows as crashed
 
     seed, N = int(cfg.seed), int(cfg.run.num_samples)
     prior, task, solver, dataset = cell.prior, cell.task, cell.solver, cell.dataset
-    cache = MeasurementCache(cfg.run.cache, cell_config(cfg)["task"], dataset.describe(), seed)
+    # the dataset enters measurement keys as it enters the identity: its config less locations, and its
+    # fingerprint (ids, file names and sizes, captions); never its folder, so moved data reuses the cache
+    cache = MeasurementCache(cfg.run.cache, identity["task"], identity["dataset"], seed)
     protocol = {"run": name, **_protocol(cfg, cell), **scorer.describe()}
     per_batch = max(1, int(cfg.compute.batch_size) // N)
 
@@ -298,6 +300,8 @@ def summarize(df: pd.DataFrame, protocol: dict, cost: tuple) -> dict:
     """The summary of a cell's rows: protocol values carried; metrics averaged over the images that did
     not diverge (with their spread over images); cost columns (`cost`) averaged over every image, since
     the compute ran for the diverged ones too; other text columns carried only where every image agrees."""
+    import pandas as pd
+
     ok = df[df["status"] == "ok"] if len(df) else df
     out = {**protocol, "n_images": len(df), "n_ok": len(ok), "n_diverged": int((df["status"] == "diverged").sum())
            if len(df) else 0, "image_ids": f"{df['image_id'].iloc[0]}..{df['image_id'].iloc[-1]}" if len(df) else ""}
@@ -324,8 +328,10 @@ def finish(cfg, cell, rd: RunDir, protocol: dict, cache: MeasurementCache, wall:
 
     summary = summarize(df, protocol, (*cell.prior.cost.snapshot(), *COST))
     if scorer is not None and scorer.set:
-        summary.update(set_metrics(cfg, cell, rd, df, scorer))
+        summary.update(set_metrics(cfg, cell, rd, df, scorer, cache.dataset))
     summary["wall_seconds_this_call"] = wall
+    import pandas as pd
+
     rd.write_summary(pd.DataFrame([summary]))
     upsert_leaderboard(cfg.run.leaderboard, summary)
     write_grid(cfg, cell, rd, cache)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 import os
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
+import numpy as np  # (loaded by torch already)
 import torch
 from omegaconf import DictConfig
 
@@ -18,6 +18,9 @@ from metrics.image import psnr, ssim
 from metrics.lpips import LPIPS
 from metrics.posterior import posterior_metrics
 from core.errors import ConfigError
+
+if TYPE_CHECKING:  # pandas is imported by the finish step only, not at startup
+    import pandas as pd
 
 SET_METRICS = ("fid", "kid")
 
@@ -97,15 +100,17 @@ def score_image(x_hat: torch.Tensor, x: torch.Tensor, posterior=None, image_id=N
     return row
 
 
-def set_metrics(cfg, cell, rd: RunDir, df: pd.DataFrame, scorer: Scorer) -> dict:
-    """FID/KID of the first reconstruction of every finished, non-diverged image against the reference."""
+def set_metrics(cfg, cell, rd: RunDir, df: pd.DataFrame, scorer: Scorer, dataset_key: dict) -> dict:
+    """FID/KID of the first reconstruction of every finished, non-diverged image against the reference.
+    `dataset_key`: the dataset as the cell's identity names it (no path), keying the truths' features."""
     recon = rd.reconstructions()
     ids = [i for i in cell.dataset.ids if str(i) in recon]
     ok = set(df.loc[df["status"] == "ok", "image_id"]) if len(df) else set()
     ids = [i for i in ids if str(i) in ok and torch.isfinite(recon[str(i)]).all()]
     extract = fidlib.load_features(scorer.features, scorer.mode, scorer.device, scorer.weights)
     if scorer.reference_file is None:  # this run's truths; their features are cached per (split, ids, extractor)
-        key = {"dataset": cell.dataset.describe(), "ids": [str(i) for i in ids], "features": scorer.features,
+        named = {"dataset": cell.dataset.name, "split": cell.dataset.split, **dataset_key}  # name/split: the file's name
+        key = {"dataset": named, "ids": [str(i) for i in ids], "features": scorer.features,
                "mode": scorer.mode, "shape": list(cell.task.image_shape)}
         path = fidlib.stats_path(cfg.run.cache, key)
         if not os.path.exists(path):

@@ -24,9 +24,15 @@ import tempfile
 
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
-from harness.cli import CONF_DIR, GROUPS, check_overrides
 from core.errors import ConfigError
+from core.files import REPO_ROOT
 from tasks.noise import NOISE_PARAMS
+
+CONF_DIR = os.path.join(REPO_ROOT, "conf")
+# ${repo:models/weights/x} in a config: a path inside the repository, whatever the cwd.
+if not OmegaConf.has_resolver("repo"):
+    OmegaConf.register_new_resolver("repo", lambda rel="": os.path.join(REPO_ROOT, str(rel)))
+GROUPS = ("solver", "task", "dataset", "model", "compute", "experiment", "metrics", "logger")
 
 DTYPE_NAMES = ("float32", "float64", "bfloat16", "float16")
 SWITCHES = ("compile", "channels_last", "tf32")
@@ -56,6 +62,24 @@ TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false"}
 _MISSING = object()
 
 
+def options(group: str) -> list[str]:
+    """The config names of a group (conf/<group>/*.yaml)."""
+    folder = os.path.join(CONF_DIR, group)
+    return sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".yaml")) if os.path.isdir(folder) else []
+
+
+def check_overrides(argv: list[str]):
+    """Refuse `group=name` overrides that name no config file, before Hydra or any compute starts."""
+    for arg in argv:
+        key, eq, value = arg.partition("=")
+        key = key.lstrip("+~")
+        if not eq or key not in GROUPS or "(" in value:
+            continue
+        for name in value.split(","):
+            if name not in options(key):
+                raise ConfigError(f"unknown {key} {name!r}; choose one of: {', '.join(options(key))} (conf/{key}/).")
+
+
 def _kind(value):
     """The declared type a value has (bool is not an int, an int is a number)."""
     if isinstance(value, bool):
@@ -82,6 +106,14 @@ def check_value(key: str, value, want, minimum=None, nullable=True, hint=""):
     if minimum is not None and value < minimum:
         bound = ">= 0" if minimum == 0 else f"at least {minimum}"
         raise ConfigError(f"{key} must be {bound}, got {value}; set {key}={minimum} or more.")
+
+
+def declared(key: str, value):
+    """`value` checked against the declared type and range of `key` (DECLARED), returned: the one check of a
+    declared key wherever it is read (check_config, and the runner's identity for `seed`)."""
+    want, minimum, nullable = DECLARED[key]
+    check_value(key, value, want, minimum, nullable)
+    return value
 
 
 # -- the composed config ---------------------------------------------------------------------------
@@ -181,10 +213,10 @@ def check_config(cfg: DictConfig, given: set = frozenset()):
     """Types and ranges of the declared keys, the solvers' step counts, the noise, compute and output paths.
     Normalises the noise mappings in place (see `normalise_noise`)."""
     check_paths(cfg)  # a whole-experiment preset without this machine's model.path / dataset.root
-    for key, (want, minimum, nullable) in DECLARED.items():
+    for key in DECLARED:
         value = OmegaConf.select(cfg, key, default=_MISSING)
         if value is not _MISSING:
-            check_value(key, value, want, minimum, nullable)
+            declared(key, value)
     for path, node in _solver_nodes(cfg.solver):
         for key in node.keys():
             for pattern, (want, minimum, nullable) in SOLVER_DECLARED.items():

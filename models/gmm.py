@@ -7,23 +7,41 @@ log-determinant follow from Woodbury in O(d r). Everything is computed in float6
 """
 from __future__ import annotations
 
+import copy
 import functools
 import math
 
 import torch
 
 from models.base import Condition, Prior, counted, linear_alphas_cumprod, prompt_list
+from core.digits import load_digits
 from core.errors import ConfigError
 from core.rng import randn
 
 
-class GaussianMixture:
+class GaussianMixture(torch.nn.Module):
+    """The mixture's tensors are module buffers, so `prior.to(device)` moves them with the prior (a submodule).
+    They stay float64 whatever dtype a conversion asks for (`_apply`): the closed forms are computed in
+    float64 by design and `ExactPrior.network` casts its ε to the caller's dtype."""
+
     def __init__(self, weights, means, bases, lams, delta: float):
-        self.weights = weights.double() / weights.sum()  # [K]
-        self.means = means.double()  # [K, d]
-        self.bases = bases.double()  # [K, d, r]
-        self.lams = lams.double()  # [K, r]
+        super().__init__()
+        self.register_buffer("weights", weights.double() / weights.sum(), persistent=False)  # [K]
+        self.register_buffer("means", means.double(), persistent=False)  # [K, d]
+        self.register_buffer("bases", bases.double(), persistent=False)  # [K, d, r]
+        self.register_buffer("lams", lams.double(), persistent=False)  # [K, r]
         self.delta = float(delta)
+
+    def _apply(self, fn, recurse=True):
+        """Follow a conversion's device, never its dtype: `fn` is probed on an empty float64 tensor for
+        where it sends tensors, and every buffer moves there as float64 (no cast, so nothing is lost)."""
+        device = fn(torch.empty(0, dtype=torch.float64, device=self.means.device)).device
+        return super()._apply(lambda t: t.to(device), recurse)
+
+    def host(self) -> "GaussianMixture":
+        """This mixture with its tensors on the CPU (itself when they are there): for the exact posterior,
+        which is computed on the host in float64 from the host-side measurement."""
+        return self if self.means.device.type == "cpu" else copy.deepcopy(self).cpu()
 
     @property
     def d(self) -> int:
@@ -31,7 +49,7 @@ class GaussianMixture:
 
     def covariance(self, k: int) -> torch.Tensor:
         U, lam = self.bases[k], self.lams[k]
-        return (U * lam) @ U.T + self.delta * torch.eye(self.d, dtype=torch.float64)
+        return (U * lam) @ U.T + self.delta * torch.eye(self.d, dtype=torch.float64, device=U.device)
 
     def _terms(self, x: torch.Tensor, abar: torch.Tensor):
         """Per component: log N(x; √ᾱ μ_k, C_k) [B,K] and C_k⁻¹(x - √ᾱ μ_k) [B,K,d]; abar is [B]."""
@@ -136,7 +154,7 @@ class ExactPrior(Prior):
         yv = y.reshape(-1).double().cpu()
         keep = A.abs().sum(1) > 0  # rows that see nothing of x carry no information about it
         A, yv = A[keep], yv[keep]
-        mix, s2 = self.mixture, task.sigma_y ** 2
+        mix, s2 = self.mixture.host(), task.sigma_y ** 2
         logw, means, covs = [], [], []
         eye = torch.eye(A.shape[0], dtype=torch.float64)
         for k in range(len(mix.weights)):
@@ -188,7 +206,8 @@ class ExactLatentPrior(ExactPrior):
             if p == "":
                 rows.append(self.mixture.weights.log())
             elif str(p).isdigit() and int(p) < K:
-                rows.append(torch.full((K,), -30.0, dtype=torch.float64).index_fill(0, torch.tensor([int(p)]), 0.0))
+                row = torch.full((K,), -30.0, dtype=torch.float64, device=self.mixture.weights.device)
+                rows.append(row.index_fill(0, torch.tensor([int(p)], device=row.device), 0.0))
             else:
                 raise ConfigError(f"class prompt {p!r} is not one of the {K} components '0'..'{K - 1}' (or '' for none).")
         return torch.stack(rows)[:, None, :]
@@ -236,19 +255,22 @@ def digits_gmm_latent(size: int = 16, rank: int = 32, delta: float = 1e-3, rotat
     return prior
 
 
-@functools.lru_cache(maxsize=4)
 def fit_digits_mixture(size: int = 16, rank: int = 32, delta: float = 1e-3) -> GaussianMixture:
     """One component per class of scikit-learn's 8×8 digits, upsampled to size×size in [-1,1].
 
-    Each class covariance keeps its top `rank` eigenpairs; δI makes it full rank.
+    Each class covariance keeps its top `rank` eigenpairs; δI makes it full rank. The fit is cached; each
+    call returns its own module over the cached tensors, so moving one prior (`.to`) never moves another's.
     """
-    from sklearn.datasets import load_digits
+    return GaussianMixture(*_fit_digits(size, rank, delta))
 
-    digits = load_digits()
-    x = torch.tensor(digits.images, dtype=torch.float64)[:, None] / 16.0
+
+@functools.lru_cache(maxsize=4)
+def _fit_digits(size: int, rank: int, delta: float) -> tuple:
+    images, target = load_digits()  # scikit-learn's bundled digits, read without importing scikit-learn
+    x = torch.tensor(images, dtype=torch.float64)[:, None] / 16.0
     x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
     x = (x * 2 - 1).flatten(1)
-    labels = torch.tensor(digits.target)
+    labels = torch.tensor(target)
     weights, means, bases, lams = [], [], [], []
     for k in range(10):
         xk = x[labels == k]
@@ -259,7 +281,7 @@ def fit_digits_mixture(size: int = 16, rank: int = 32, delta: float = 1e-3) -> G
         means.append(mu)
         bases.append(evecs[:, -rank:])
         lams.append(evals[-rank:].clamp_min(0))
-    return GaussianMixture(torch.tensor(weights), torch.stack(means), torch.stack(bases), torch.stack(lams), delta)
+    return torch.tensor(weights), torch.stack(means), torch.stack(bases), torch.stack(lams), delta
 
 
 def digits_gmm(size: int = 16, rank: int = 32, delta: float = 1e-3, T: int = 1000,

@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 
 from harness.build import instantiate
 from harness.cli import CONF_DIR
+from core.errors import ConfigError
 from core.rng import generators
 from tests.transfer_guard import TransferGuard
 
@@ -80,12 +81,46 @@ def test_task_operators_move_nothing_between_devices(name):
 
 
 def meta_world(prior):
-    """The exact world on meta: the prior's buffers and its mixture's tensors."""
-    world = copy.deepcopy(prior).to(META)
-    for k, v in vars(world.mixture).items():
+    """The exact world on meta: `.to` moves the prior's buffers, its mixture's included (module buffers)."""
+    return copy.deepcopy(prior).to(META)
+
+
+def _tensors(obj, seen=None):
+    """Every tensor an object holds, through attributes, modules, dicts and lists (name -> tensor)."""
+    seen = set() if seen is None else seen
+    out = {}
+    if id(obj) in seen:
+        return out
+    seen.add(id(obj))
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else (
+        vars(obj).items() if hasattr(obj, "__dict__") and not isinstance(obj, type) else ())
+    for k, v in items:
         if isinstance(v, torch.Tensor):
-            setattr(world.mixture, k, v.to(META))
-    return world
+            out[str(k)] = v
+        elif isinstance(v, (dict, list, tuple, torch.nn.Module)) or type(v).__module__.startswith("models"):
+            inner = _tensors(v, seen).items()  # a module's _buffers/_modules dicts add no name of their own
+            out.update({n if k in ("_buffers", "_modules", "_parameters") else f"{k}.{n}": t for n, t in inner})
+    return out
+
+
+@pytest.mark.parametrize("latent", [False, True])
+def test_the_exact_priors_to_moves_every_mixture_tensor_and_keeps_float64(latent):
+    from models.gmm import digits_gmm, digits_gmm_latent
+
+    prior = digits_gmm_latent() if latent else digits_gmm()
+    host = {k: v for k, v in _tensors(prior).items() if not k.startswith("_sigmas")}  # the σ table: host by design
+    assert any("mixture" in k for k in host) and (not latent or any(k.startswith("latent") for k in host))
+    moved = {k: v for k, v in _tensors(copy.deepcopy(prior).to(META)).items() if k in host}
+    assert moved.keys() == host.keys()
+    assert {k: str(v.device) for k, v in moved.items() if v.device != META} == {}
+    mix = {k: v for k, v in moved.items() if k.startswith(("mixture", "latent"))}
+    assert mix and all(v.dtype == torch.float64 for v in mix.values())  # the closed forms stay float64
+    cast = _tensors(copy.deepcopy(prior).to(torch.float32))
+    assert all(cast[k].dtype == torch.float64 for k in mix)  # a dtype conversion never casts the mixture
+    same = _tensors(copy.deepcopy(prior).to(torch.float64))
+    assert all(torch.equal(same[k], host[k]) for k in mix)
+    other = digits_gmm_latent() if latent else digits_gmm()  # the fit is cached: moving one prior moves no other
+    assert all(v.device.type == "cpu" for k, v in _tensors(other).items() if k.startswith(("mixture", "latent")))
 
 
 def solver(name, steps=3):
@@ -117,6 +152,25 @@ def test_solver_loops_move_nothing_between_devices(prior, solver_name, task_name
     assert guard.events == [], f"{solver_name} on {task_name}: {len(guard.events)} transfers, e.g. {guard.events[:5]}"
 
 
+@pytest.mark.parametrize("mode,task_name", [("sample", "sr4_bicubic"), ("sample", "inversion"), ("roundtrip", "inversion")])
+def test_bdia_loops_move_nothing_between_devices(prior, mode, task_name):
+    """BDIA (both modes) on the meta device. Its round trip takes y as the image itself (needs `identity`):
+    on bicubic SR y is 4×4, which the harness refuses before compute (solver.check, below); calling solve
+    anyway fed a 16-pixel y to a 256-dimensional mixture: the broadcast error once seen here, not a bug."""
+    world, sol = meta_world(prior), solver("bdia")
+    sol.mode = mode
+    task = bound_on(build(task_name), META, n=1)
+    assert sol.needs <= (world.provides | task.provides)
+    y = torch.empty_like(task.A(torch.empty(2, *SHAPE, device=META)))
+    with TransferGuard(META, fake_generators=True) as guard:
+        out = sol.solve(world, task, y, generators([0, 1], "s"))
+    assert out.device == META and out.shape == (2, *SHAPE)
+    assert guard.events == [], f"bdia {mode} on {task_name}: {guard.events[:5]}"
+    roundtrip = solver("bdia")
+    with pytest.raises(ConfigError, match="solver bdia needs the image itself as y"):
+        roundtrip.check(prior, build("sr4_bicubic"))
+
+
 def test_the_guard_sees_a_host_tensor_meeting_device_data():
     """The check can fail: an operator that keeps its factor on the host (as tasks did before) is caught."""
     host = torch.ones(16, 16, dtype=torch.float64)
@@ -131,9 +185,6 @@ def test_the_guard_sees_a_host_tensor_meeting_device_data():
 def test_solver_loops_on_cuda_move_nothing(prior, solver_name):
     cuda = torch.device("cuda")
     world = copy.deepcopy(prior).to(cuda)
-    for k, v in vars(world.mixture).items():
-        if isinstance(v, torch.Tensor):
-            setattr(world.mixture, k, v.to(cuda))
     task = bound_on(build("sr4_bicubic"), cuda, n=1)
     sol = solver(solver_name)
     x = prior.sample_prior(generators([0, 1], "truth")).to(cuda)

@@ -219,3 +219,66 @@ def test_pixel_solvers_refuse_a_latent_prior_before_compute(latent, name):
     solver = instantiate("solver", compose([f"solver={name}"]).solver)
     with pytest.raises(ConfigError, match="pixel-space prior"):
         solver.check(latent, BoxInpainting(latent.image_shape, SIGMA))
+
+
+TOL_SOME_STOP = 3.0  # the tiny latent world's per-sample losses are 1..10: one sample meets it, the other runs on
+
+
+def _null_text_backward(prior, z0, cond, steps, inner, lr, tol, spacing="adm"):
+    """Null-text inversion's reconstruction written out with `.backward()` into ∅'s `.grad` (the form the
+    solver had before it took its gradient through solvers.common.loss_grad); returns (z, early stops)."""
+    from models.base import Condition
+    from solvers.common import ddim_step, levels
+
+    only_c, w, ts = cond.with_scale(1.0), prior.cfg_scale(cond), levels(prior.T, steps, spacing)
+    with torch.no_grad():
+        pivot = [z0]
+        for i in range(steps):
+            pivot.append(ddim_step(pivot[-1], prior.eps(pivot[-1], ts[i + 1], only_c), None,
+                                   prior.abar(ts[i], z0), prior.abar(ts[i + 1], z0)))
+    z, B, stops = pivot[-1], z0.shape[0], 0
+    null = cond.uncond.expand(B, *cond.uncond.shape[1:]).clone()
+    for j, i in enumerate(range(steps, 0, -1)):
+        t, a_t, a_p = ts[i], prior.abar(ts[i], z), prior.abar(ts[i - 1], z)
+        with torch.no_grad():
+            e_c = prior.eps(z, t, only_c)
+
+        def guided(n):
+            e_u = prior.eps(z, t, Condition(n, n, 1.0))  # noqa: B023
+            return ddim_step(z, e_u + w * (e_c - e_u), None, a_t, a_p)  # noqa: B023
+
+        null = null.detach().requires_grad_(True)
+        opt = torch.optim.Adam([null], lr=lr * (1 - j / 100))
+        done = torch.zeros(B, dtype=torch.bool)
+        for _ in range(inner):
+            with torch.enable_grad():
+                loss = (guided(null) - pivot[i - 1]).square().flatten(1).mean(1)
+            frozen = null.detach().clone()
+            opt.zero_grad()
+            loss.sum().backward()
+            opt.step()
+            with torch.no_grad():
+                null.copy_(torch.where(done[:, None, None], frozen, null))
+            done = done | (loss.detach() < tol)
+            stops += int(done.sum())  # samples whose ∅ is frozen from here on
+            if done.all():
+                break
+        with torch.no_grad():
+            z = guided(null.detach())
+    return z, stops
+
+
+@pytest.mark.parametrize("tol", [0.0, TOL_SOME_STOP])
+def test_null_text_takes_its_gradient_through_loss_grad_with_identical_results(latent, tol):
+    """The solver's Adam loop (gradient by common.loss_grad) gives the same bits as the same loop written
+    with `.backward()`; with the larger tol some samples meet it early and their ∅ is frozen (stops > 0)."""
+    prior = LatentPrior(latent.config["path"], guidance_scale=3.0)
+    x = torch.rand(2, *SHAPE, generator=torch.Generator().manual_seed(9)) * 2 - 1
+    with torch.no_grad():
+        z0 = prior.encode(x)
+    cond = prior.embed(["", ""])
+    steps, inner, lr = 3, 4, 0.05
+    want, stops = _null_text_backward(prior, z0, cond, steps, inner, lr, tol)
+    got = NullTextInversion(steps=steps, inner=inner, lr=lr, tol=tol, tol_growth=0.0).latent(prior, z0, cond)
+    assert torch.equal(got, want)
+    assert (stops > 0) == (tol > 0), stops
