@@ -93,7 +93,7 @@ def test_the_dps_preset_runs_the_pinned_protocol_on_stand_in_paths(stand_in, tmp
     assert "lpips_vgg" in row and not pd.isna(row["lpips_vgg"]) and "lpips_alex" not in row
 
 
-LATENT = {"psld_ffhq_inpaint_box": "SD15_PATH", "stsl_ffhq_sr4": "SD15_PATH", "graikos_imagenet_inpaint": "SD14_PATH"}
+LATENT = ["psld_ffhq_inpaint_box", "stsl_ffhq_sr4", "stsl_ffhq_sr8", "graikos_imagenet_inpaint"]
 
 
 @pytest.mark.parametrize("name", sorted(LATENT))
@@ -122,9 +122,10 @@ def test_the_latent_presets_pin_their_published_protocols():
     assert (c.solver.steps, c.solver.n_inner, c.solver.lr_start, c.solver.lr_end, c.solver.h) == (20, 5, 0.5, 0.1, 0.005)
     assert (c.solver.direction, c.solver.cfg_scale, c.solver.conditional) == ("mask", 1.0, False)
     assert c.names["model"] == "sd14" and c.names["dataset"] == "imagenet" and c.task.noise.kind == "none"
-    c = compose(["+experiment=stsl_ffhq_sr4"])
-    assert (c.solver.steps, c.solver.inner, c.solver.trace_weight) == (50, 5, 0.02) and c.names["model"] == "sd15"
-    assert (c.task.factor, c.task.kernel, c.task.noise.sigma) == (4, "matlab", 0.05)
+    for name, factor in (("stsl_ffhq_sr4", 4), ("stsl_ffhq_sr8", 8)):  # the paper's FFHQ-512 table is SR x8
+        c = compose([f"+experiment={name}"])
+        assert (c.solver.steps, c.solver.inner, c.solver.trace_weight) == (50, 5, 0.02) and c.names["model"] == "sd15"
+        assert (c.task.factor, c.task.kernel, c.task.noise.sigma) == (factor, "matlab", 0.05)
 
 
 @pytest.fixture(scope="module")
