@@ -93,7 +93,7 @@ def test_the_dps_preset_runs_the_pinned_protocol_on_stand_in_paths(stand_in, tmp
     assert "lpips_vgg" in row and not pd.isna(row["lpips_vgg"]) and "lpips_alex" not in row
 
 
-LATENT = ["psld_ffhq_inpaint_box", "stsl_ffhq_sr4", "stsl_ffhq_sr8", "graikos_imagenet_inpaint"]
+LATENT = ["psld_ffhq_inpaint_box", "stsl_ffhq_sr4", "stsl_ffhq_sr8", "graikos_imagenet_inpaint", "graikos_imagenet_sr8"]
 
 
 @pytest.mark.parametrize("name", sorted(LATENT))
@@ -118,10 +118,17 @@ def test_the_latent_presets_pin_their_published_protocols():
     assert (c.task.box, c.task.margin, c.task.shared, c.task.noise.sigma) == (256, 16, False, 0.05)
     assert c.names["model"] == "sd15" and list(c.dataset.id_range) == [0, 1000] and c.run.prompt == ""
     assert list(c.metrics.lpips) == ["vgg"]
+    from harness.build import instantiate
+    box = instantiate("task", c.task, image_shape=(3, 512, 512))  # SD v1.5's 512 px
+    assert (box.box, box.margin) == (256, 16) and box.describe()["hole_fraction"] == 0.25
     c = compose(["+experiment=graikos_imagenet_inpaint"])
     assert (c.solver.steps, c.solver.n_inner, c.solver.lr_start, c.solver.lr_end, c.solver.h) == (20, 5, 0.5, 0.1, 0.005)
     assert (c.solver.direction, c.solver.cfg_scale, c.solver.conditional) == ("mask", 1.0, False)
     assert c.names["model"] == "sd14" and c.names["dataset"] == "imagenet" and c.task.noise.kind == "none"
+    c = compose(["+experiment=graikos_imagenet_sr8"])  # superres.ipynb: n_inner 10, lr 0.1 constant, Resizer 1/8
+    assert (c.solver.steps, c.solver.n_inner, c.solver.lr_start, c.solver.lr_end, c.solver.h) == (20, 10, 0.1, 0.1, 0.005)
+    assert (c.solver.direction, c.task.factor, c.task.kernel, c.task.noise.kind) == ("decoder", 8, "matlab", "none")
+    assert c.names["model"] == "sd14" and (c.solver.cfg_scale, c.solver.conditional) == (1.0, False)
     for name, factor in (("stsl_ffhq_sr4", 4), ("stsl_ffhq_sr8", 8)):  # the paper's FFHQ-512 table is SR x8
         c = compose([f"+experiment={name}"])
         assert (c.solver.steps, c.solver.inner, c.solver.trace_weight) == (50, 5, 0.02) and c.names["model"] == "sd15"
