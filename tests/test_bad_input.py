@@ -14,7 +14,6 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from omegaconf import OmegaConf
 
 from core.files import REPO_ROOT as ROOT
 
