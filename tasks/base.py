@@ -15,6 +15,41 @@ from core.errors import ConfigError
 from tasks.noise import Noise, make_noise
 
 
+
+def pixels(value, size: int, what: str) -> int:
+    """A length given in pixels (an integer >= 0) or as a fraction of the image side (a number in (0, 1)),
+    so one default fits 16, 64, 256 and 512 px while presets keep published absolute sizes."""
+    v = float(value)
+    if 0 < v < 1:
+        return max(1, round(v * size))
+    if v < 0 or v != int(v):
+        raise ConfigError(f"{what} must be a whole number of pixels or a fraction of the image side in (0, 1), "
+                          f"got {value!r}; fix it in the task config.")
+    return int(v)
+
+
+def odd_pixels(value, size: int, what: str, floor: int = 1) -> int:
+    """A kernel width: an odd whole number of pixels, or a fraction of the image side in (0, 1) rounded to
+    the odd number in [v - 1, v + 1) (so 61/256 gives 61 at 256 px, 123 at 512), at least `floor` and at most
+    the largest odd number <= size (a fraction never asks for a kernel wider than the image)."""
+    v = float(value)
+    if not 0 < v < 1:
+        return pixels(value, size, what)
+    n = max(2 * math.floor(v * size / 2) + 1, int(floor))
+    return min(n, size if size % 2 else size - 1)
+
+
+def length(value, size: int, what: str, floor: float = 0.0) -> float:
+    """A real-valued length (e.g. a blur's sigma): pixels (a number >= 1), or a fraction of the image side in
+    (0, 1), scaled and then at least `floor` pixels."""
+    v = float(value)
+    if 0 < v < 1:
+        return max(v * size, float(floor))
+    if not v >= 1:
+        raise ConfigError(f"{what} must be a length in pixels (>= 1) or a fraction of the image side in (0, 1), "
+                          f"got {value!r}; fix it in the task config.")
+    return v
+
 class Task:
     name = "task"
     linear = False

@@ -6,6 +6,14 @@ matters for asymmetric kernels such as motion blur). Boundaries:
   convolved 'valid' (DPS, DAPS, InverseBench). The adjoint comes from autograd.
 - `circular`: periodic convolution, computed by FFT (DiffPIR's 'wrap'). A circulant is diagonal in
   the Fourier basis, which gives an exact SVD at any size (`CirculantSVD`).
+
+Sizes, as the masks' (tasks.base.pixels): `kernel_size` is an odd number of pixels or a fraction of the
+shorter image side (rounded to an odd width, tasks.base.odd_pixels); a Gaussian's `sigma` is pixels (>= 1) or
+a fraction of the side in (0, 1), never below 1 px (a narrower blur is nearly the identity; a sub-pixel sigma
+cannot be asked for), and a fractional window
+always holds the truncated Gaussian (2·int(truncate·σ + 0.5) + 1 taps). The task defaults are the published
+61 px and σ 3.0 at 256 px as fractions (61/256, 3/256): 9 px / σ 1.0 at 16 px, 15 / 1.0 at 64, 61 / 3.0 at
+256, 123 / 6.0 at 512. Presets give the published pixels.
 """
 from __future__ import annotations
 
@@ -14,7 +22,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from tasks.base import SVD, LinearTask, SeparableSVD, numerical_zeros
+from tasks.base import SVD, LinearTask, SeparableSVD, length, numerical_zeros, odd_pixels
 from core.errors import ConfigError
 
 BOUNDARIES = ("reflect", "circular")
@@ -105,10 +113,10 @@ class CirculantSVD(SVD):
 class ConvTask(LinearTask):
     """Blur by per-image kernels params["kernel"] [B, k, k]; subclasses say how kernels are drawn."""
 
-    def __init__(self, image_shape, noise=None, kernel_size: int = 61, boundary: str = "reflect"):
+    def __init__(self, image_shape, noise=None, kernel_size: float = 61, boundary: str = "reflect", floor: int = 1):
         super().__init__(image_shape, noise)
-        self.kernel_size, self.boundary = int(kernel_size), boundary
         _, H, W = self.image_shape
+        self.kernel_size, self.boundary = odd_pixels(kernel_size, min(H, W), "task.kernel_size", floor), boundary
         if boundary not in BOUNDARIES:
             raise ConfigError(f"blur boundary must be one of {BOUNDARIES}, not {boundary!r}; set task.boundary.")
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
@@ -173,12 +181,14 @@ class GaussianBlur(ConvTask):
 
     name = "deblur_gauss"
 
-    def __init__(self, image_shape, noise=None, kernel_size: int = 61, sigma: float = 3.0,
+    def __init__(self, image_shape, noise=None, kernel_size: float = 61, sigma: float = 3.0,
                  boundary: str = "reflect", truncate: float | None = 4.0):
-        super().__init__(image_shape, noise, kernel_size, boundary)
         if not sigma > 0:
             raise ConfigError(f"Gaussian blur sigma must be > 0, got {sigma}; set task.sigma.")
-        self.sigma, self.truncate = float(sigma), truncate
+        self.sigma = length(sigma, min(tuple(image_shape)[1:]), "task.sigma", floor=1.0)  # px, or a fraction: >= 1 px
+        support = 2 * int(truncate * self.sigma + 0.5) + 1 if truncate is not None else 1
+        super().__init__(image_shape, noise, kernel_size, boundary, floor=support)
+        self.truncate = truncate
         self.g = gaussian_kernel_1d(self.kernel_size, self.sigma, truncate)
 
     def draw(self, ids, seed):

@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from tasks.base import SVD, LinearTask
+from tasks.base import SVD, LinearTask, pixels
 from core.errors import ConfigError
 from core.rng import generator, randint
 
@@ -64,18 +64,6 @@ class MaskTask(LinearTask):
 
     def display(self, y):
         return y * self.mask
-
-
-def pixels(value, size: int, what: str) -> int:
-    """A length given in pixels (an integer >= 0) or as a fraction of the image side (a number in (0, 1)),
-    so one default fits 16, 64, 256 and 512 px while presets keep published absolute sizes."""
-    v = float(value)
-    if 0 < v < 1:
-        return max(1, round(v * size))
-    if v < 0 or v != int(v):
-        raise ConfigError(f"{what} must be a whole number of pixels or a fraction of the image side in (0, 1), "
-                          f"got {value!r}; fix it in the task config.")
-    return int(v)
 
 
 class BoxInpainting(MaskTask):

@@ -57,14 +57,19 @@ def motion_kernel(size: int, intensity: float, gen: torch.Generator) -> torch.Te
     return k / k.sum()
 
 
+MIN_SIZE = 9  # a kernel_size given as a fraction is at least this wide: a shorter trajectory is hardly a stroke
+
+
 class MotionBlur(ConvTask):
-    """Blur by a random motion kernel per image (61×61, intensity 0.5 in DPS/DAPS/DiffPIR)."""
+    """Blur by a random motion kernel per image (61×61, intensity 0.5 in DPS/DAPS/DiffPIR). `kernel_size` is
+    pixels or a fraction of the image side (61/256 by default: 9 px at 16, 15 at 64, 61 at 256, 123 at 512),
+    at least MIN_SIZE px when it is a fraction; `intensity` is a shape parameter and does not scale."""
 
     name = "deblur_motion"
 
-    def __init__(self, image_shape, noise=None, kernel_size: int = 61, intensity: float = 0.5,
+    def __init__(self, image_shape, noise=None, kernel_size: float = 61, intensity: float = 0.5,
                  boundary: str = "reflect", shared: bool = False):
-        super().__init__(image_shape, noise, kernel_size, boundary)
+        super().__init__(image_shape, noise, kernel_size, boundary, floor=MIN_SIZE)
         if not 0 <= intensity <= 1:
             raise ConfigError(f"motion blur intensity must be in [0, 1], got {intensity}; set task.intensity.")
         self.intensity, self.shared = float(intensity), bool(shared)

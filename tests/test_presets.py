@@ -91,3 +91,79 @@ def test_the_dps_preset_runs_the_pinned_protocol_on_stand_in_paths(stand_in, tmp
     assert tp["transpose"].startswith("dps_nearest") and tp["downsampler"] == "bicubic_matlab" and tp["factor"] == 4 and tp["image_shape"] == [3, 256, 256]
     assert any(v == 0.05 for k, v in row.items() if "sigma" in k), row
     assert "lpips_vgg" in row and not pd.isna(row["lpips_vgg"]) and "lpips_alex" not in row
+
+
+LATENT = ["psld_ffhq_inpaint_box", "stsl_ffhq_sr4", "stsl_ffhq_sr8", "graikos_imagenet_inpaint", "graikos_imagenet_sr8"]
+
+
+@pytest.mark.parametrize("name", sorted(LATENT))
+def test_a_latent_preset_without_paths_is_one_sentence_and_exit_2(tmp_path, name):
+    drop = {"FFHQ_ROOT", "IMAGENET_ROOT", "IMAGENET_IDS", "SD15_PATH", "SD14_PATH"}
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    r = subprocess.run([sys.executable, "run.py", f"+experiment={name}", f"run.root={tmp_path}/runs",
+                        f"run.leaderboard={tmp_path}/lb.csv", f"run.cache={tmp_path}/cache"],
+                       cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2, r.stderr
+    lines = [l for l in r.stderr.strip().splitlines() if l.strip()]
+    assert len(lines) == 1 and "model.path" in lines[0] and "dataset.root" in lines[0], r.stderr
+    assert lines[0].rstrip().endswith(".") and not (tmp_path / "runs").exists() and not (tmp_path / "lb.csv").exists()
+
+
+def test_the_latent_presets_pin_their_published_protocols():
+    """The official values, written out from the sources each file cites (PSLD inverse_bip.sh and
+    box_inpainting_config_psld.yaml @ d734647; fast-constrained-sampling inpaint.ipynb @ dc59d71 and the paper's
+    sec. 4.1; STSL: the paper's values as transcribed, no official code)."""
+    c = compose(["+experiment=psld_ffhq_inpaint_box"])
+    assert (c.solver.steps, c.solver.omega, c.solver.gamma, c.solver.eta) == (1000, 0.1, 0.01, 0.0)
+    assert (c.task.box, c.task.margin, c.task.shared, c.task.noise.sigma) == (256, 16, False, 0.05)
+    assert c.names["model"] == "sd15" and list(c.dataset.id_range) == [0, 1000] and c.run.prompt == ""
+    assert list(c.metrics.lpips) == ["vgg"]
+    from harness.build import instantiate
+    box = instantiate("task", c.task, image_shape=(3, 512, 512))  # SD v1.5's 512 px
+    assert (box.box, box.margin) == (256, 16) and box.describe()["hole_fraction"] == 0.25
+    c = compose(["+experiment=graikos_imagenet_inpaint"])
+    assert (c.solver.steps, c.solver.n_inner, c.solver.lr_start, c.solver.lr_end, c.solver.h) == (20, 5, 0.5, 0.1, 0.005)
+    assert (c.solver.direction, c.solver.cfg_scale, c.solver.conditional) == ("mask", 1.0, False)
+    assert c.names["model"] == "sd14" and c.names["dataset"] == "imagenet" and c.task.noise.kind == "none"
+    c = compose(["+experiment=graikos_imagenet_sr8"])  # superres.ipynb: n_inner 10, lr 0.1 constant, Resizer 1/8
+    assert (c.solver.steps, c.solver.n_inner, c.solver.lr_start, c.solver.lr_end, c.solver.h) == (20, 10, 0.1, 0.1, 0.005)
+    assert (c.solver.direction, c.task.factor, c.task.kernel, c.task.noise.kind) == ("decoder", 8, "matlab", "none")
+    assert c.names["model"] == "sd14" and (c.solver.cfg_scale, c.solver.conditional) == (1.0, False)
+    for name, factor in (("stsl_ffhq_sr4", 4), ("stsl_ffhq_sr8", 8)):  # the paper's FFHQ-512 table is SR x8
+        c = compose([f"+experiment={name}"])
+        assert (c.solver.steps, c.solver.inner, c.solver.trace_weight) == (50, 5, 0.02) and c.names["model"] == "sd15"
+        assert (c.task.factor, c.task.kernel, c.task.noise.sigma) == (factor, "matlab", 0.05)
+
+
+@pytest.fixture(scope="module")
+def tiny_sd(tmp_path_factory):
+    """The tiny Stable-Diffusion-layout pipeline of tests/test_sd_pipeline.py (tests.latent_world's builder)."""
+    from tests.latent_world import save_parts, tiny_clip, tiny_parts
+    d = tmp_path_factory.mktemp("tiny_sd")
+    save_parts(d, *tiny_parts(seed=7))
+    tiny_clip(d)
+    return d
+
+
+def test_the_stsl_preset_runs_its_pinned_protocol_on_stand_in_paths(stand_in, tiny_sd, tmp_path):
+    """Every pinned value, steps included, on a tiny SD-shaped pipeline (16-px images: the SR x4 operator has no
+    absolute size) and a folder of 256-px PNGs; only the LPIPS/FID networks are stand-ins (no weights here)."""
+    import json
+
+    import pandas as pd
+
+    from harness.runner import run_cell
+    cfg = compose(["+experiment=stsl_ffhq_sr4", f"model.path={tiny_sd}", f"dataset.root={stand_in / 'ffhq'}",
+                   f"run.root={tmp_path}/runs", f"run.leaderboard={tmp_path}/lb.csv", f"run.cache={tmp_path}/cache",
+                   "run.progress=false", "dataset.n=2", "metrics.lpips_random_backbone=true",
+                   "metrics.fid_features=tests.tiny_features:features", "compute=cpu"])
+    summary = run_cell(cfg)
+    assert summary["n_ok"] == 2 and summary["n_diverged"] == 0
+    row = pd.read_csv(tmp_path / "lb.csv").iloc[-1].to_dict()
+    sp, tp = json.loads(row["solver_params"]), json.loads(row["task_params"])
+    assert (sp["steps"], sp["inner"], sp["trace_weight"], sp["lam"]) == (50, 5, 0.02, 1.0)
+    assert row["solver"] == "stsl" and row["task"] == "sr4_bicubic" and row["model"] == "sd15"
+    assert tp["downsampler"] == "bicubic_matlab" and tp["factor"] == 4
+    assert any(v == 0.05 for k, v in row.items() if "sigma" in k), row
+    assert row["nfe"] == 50 * (2 * 5 + 1)  # K = 5 inner steps of 2 NFE + the fresh DDIM evaluation, no CFG
+    assert "lpips_vgg" in row and not pd.isna(row["lpips_vgg"]) and "lpips_alex" not in row
