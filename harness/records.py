@@ -271,6 +271,8 @@ class RunDir:
         return df.drop_duplicates("image_id", keep="last")
 
     def done_ids(self) -> set[str]:
+        if not glob.glob(self.file("parts", "*.csv")):  # a fresh cell: no pandas before the first solve
+            return set()
         df = self.read_parts()
         return set(df["image_id"]) if len(df) else set()
 
