@@ -405,8 +405,10 @@ def pareto(points: list[tuple[float, float]], higher: bool) -> list[int]:
     return out
 
 
-def quality_vs_cost(w: pd.DataFrame, t: dict, metric: str, axis: str, path: str, title: str) -> str | None:
-    """One line per solver configuration along its budget, bootstrap error bars, the Pareto front marked."""
+def quality_vs_cost(w: pd.DataFrame, t: dict, metric: str, axis: str, path: str, title: str,
+                    logy: bool = False) -> str | None:
+    """One line per solver configuration along its budget, bootstrap error bars, the Pareto front marked
+    (`logy`: a log quality axis, e.g. round-trip errors spanning many decades)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -440,7 +442,14 @@ def quality_vs_cost(w: pd.DataFrame, t: dict, metric: str, axis: str, path: str,
         ax.plot([p[1] for p in front], [p[2] for p in front], ls="--", color="k", lw=1, zorder=0, label="Pareto front")
         ax.scatter([p[1] for p in front], [p[2] for p in front], s=120, facecolors="none", edgecolors="k", zorder=3)
         if max(p[1] for p in real) / max(min(p[1] for p in real), 1e-12) > 5:
-            ax.set_xscale("log")
+            from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+            ax.set_xscale("log")  # ticks at 1, 2, 5 × 10^k in plain numbers (no overlapping minor labels)
+            ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+    if logy:
+        ax.set_yscale("log")
     ax.set_xlabel(COST_AXES[axis])
     ax.set_ylabel(f"{'kid ×10³' if metric == 'kid' else metric} ({'higher' if higher_better(metric) else 'lower'} is better)"
                   + (" ± spread" if metric in SET_METRICS else " [95% CI]"))
