@@ -56,6 +56,9 @@ class LatentPrior(Prior):
         root = resolve(str(path), label, PATTERNS)
         self.vq = (root / "vqvae").is_dir()  # diffusers' LDMPipeline layout: VQ autoencoder, unconditional UNet
         coder, Coder, Unet = ("vqvae", VQModel, UNet2DModel) if self.vq else ("vae", AutoencoderKL, UNet2DConditionModel)
+        if not self.vq and not (root / "vae").is_dir():  # neither layout's autoencoder folder: name both
+            need_file(root / "vae" / "config.json", label, "vae/config.json (Stable Diffusion) or vqvae/config.json "
+                      "(VQ latent diffusion)")
         for sub in (coder, "unet"):
             need_file(root / sub / "config.json", label, f"{sub}/config.json")
         sched = need_file(root / "scheduler" / "scheduler_config.json", label, "scheduler/scheduler_config.json")
