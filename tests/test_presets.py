@@ -94,7 +94,7 @@ def test_the_dps_preset_runs_the_pinned_protocol_on_stand_in_paths(stand_in, tmp
 
 
 LATENT = ["psld_ffhq_inpaint_box", "stsl_ffhq_sr4", "stsl_ffhq_sr8", "graikos_imagenet_inpaint", "graikos_imagenet_sr8",
-          "resample_ffhq_sr4"]
+          "resample_ffhq_sr4", "latent_daps_ffhq_sr4"]
 
 
 @pytest.mark.parametrize("name", sorted(LATENT))
@@ -275,3 +275,30 @@ def test_dataset_resize_nearest_repeats_pixels_and_the_psld_preset_uses_it(tmp_p
         ImageFolderDataset(P(), str(tmp_path), pattern="{id}.png", ids=["00000"], resize="area")
     assert compose(["+experiment=psld_ffhq_inpaint_box"]).dataset.resize == "nearest"
     assert compose(["dataset=ffhq"]).dataset.resize == "bicubic"
+
+
+def test_the_latent_daps_preset_pins_the_official_ldm_protocol_and_runs(stand_in, tiny_ldm, tmp_path):
+    """DAPS @ 098df6b, written out: commands/ldm_ffhq.sh (50 x 2, num_runs 1), latent_edm_daps.yaml (10 -> 0.1, ODE
+    1e-3), down_sampling.yaml `ldm` (HMC 24, lr 1.35e-4, ratio 0.023, momentum 0.86, tau 0.01, x4, sigma 0.05),
+    test-ffhq.yaml (ids 0..99); then run on the tiny LDM with the annealing steps reduced explicitly (50 -> 3)."""
+    import json
+
+    import pandas as pd
+
+    from harness.runner import run_cell
+    c = compose(["+experiment=latent_daps_ffhq_sr4"])
+    sv = c.solver
+    assert (sv.annealing_steps, sv.ode_steps, sv.mcmc_steps, sv.lr, sv.lr_min_ratio, sv.tau) == (50, 2, 24, 1.35e-4, 0.023, 0.01)
+    assert (sv.mcmc, sv.momentum, sv.grad_clamp, sv.sigma_max, sv.sigma_min, sv.ode_sigma_min) == ("hmc", 0.86, 1.0, 10.0, 0.1, 1e-3)
+    assert (c.task.factor, c.task.kernel, c.task.noise.sigma) == (4, "matlab", 0.05) and c.names["model"] == "ldm_ffhq256"
+    assert c.names["dataset"] == "ffhq_daps100" and list(c.dataset.id_range) == [0, 100] and c.model.quantize is True
+    cfg = compose(["+experiment=latent_daps_ffhq_sr4", f"model.path={tiny_ldm}", f"dataset.root={stand_in / 'ffhq'}",
+                   f"run.root={tmp_path}/runs", f"run.leaderboard={tmp_path}/lb.csv", f"run.cache={tmp_path}/cache",
+                   "run.progress=false", "dataset.n=2", "solver.annealing_steps=3", "metrics.lpips_random_backbone=true",
+                   "metrics.fid_features=tests.tiny_features:features", "compute=cpu"])
+    summary = run_cell(cfg)
+    assert summary["n_ok"] == 2 and summary["n_diverged"] == 0
+    row = pd.read_csv(tmp_path / "lb.csv").iloc[-1].to_dict()
+    sp = json.loads(row["solver_params"])
+    assert (sp["annealing_steps"], sp["ode_steps"], sp["mcmc_steps"], sp["momentum"]) == (3, 2, 24, 0.86)
+    assert row["solver"] == "latent_daps" and row["model"] == "ldm_ffhq256" and row["nfe"] == 3 * 2
