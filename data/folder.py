@@ -10,8 +10,10 @@ image file exists and fully decodes (a valid header with truncated data fails he
 batch): one sentence naming the file. With `skip_corrupt: true` unreadable images are reported
 (stderr and `describe()`) and left out instead.
 
-Images are centre-cropped to a square, resized to the prior's image size (bicubic, anti-aliased),
-and mapped to [-1, 1], with as many channels as the prior takes (1: grey, 3: RGB).
+Images are centre-cropped to a square, resized to the prior's image size and mapped to [-1, 1], with as
+many channels as the prior takes (1: grey, 3: RGB). `resize`: bicubic (anti-aliased, the default) or
+nearest (torch's `interpolate` default mode, as the official PSLD script up-samples FFHQ-256 files to
+512 px: each pixel repeated). Files already at the prior's size are not resampled either way.
 """
 from __future__ import annotations
 
@@ -32,8 +34,11 @@ def _open(path: Path):
     return Image.open(path)
 
 
-def to_tensor(img, size: int, channels: int) -> torch.Tensor:
-    """PIL image -> [channels, size, size] in [-1,1]: centre crop, bicubic anti-aliased resize."""
+RESIZES = ("bicubic", "nearest")
+
+
+def to_tensor(img, size: int, channels: int, resize: str = "bicubic") -> torch.Tensor:
+    """PIL image -> [channels, size, size] in [-1,1]: centre crop, then a bicubic anti-aliased or a nearest resize."""
     img = img.convert("L" if channels == 1 else "RGB")
     w, h = img.size
     s = min(w, h)
@@ -41,7 +46,9 @@ def to_tensor(img, size: int, channels: int) -> torch.Tensor:
     img = img.crop((left, top, left + s, top + s))
     x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).reshape(s, s, channels)
     x = x.permute(2, 0, 1).float()[None] / 255.0
-    if s != size:
+    if s != size and resize == "nearest":
+        x = F.interpolate(x, size=(size, size), mode="nearest")
+    elif s != size:
         x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
     return (x[0].clamp(0, 1) * 2 - 1).contiguous()
 
@@ -67,8 +74,11 @@ class ImageFolderDataset(Dataset):
     def __init__(self, prior, root: str, pattern: str = "{id}", ids: list | None = None,
                  id_range: list | None = None, id_format: str = "", id_file: str | None = None,
                  captions: str | None = None, labels: str | None = None, start: int = 0, n: int | None = None,
-                 skip_corrupt: bool = False, name: str = "folder", split: str = "test"):
+                 skip_corrupt: bool = False, name: str = "folder", split: str = "test", resize: str = "bicubic"):
         self.name, self.split = name, split
+        if resize not in RESIZES:
+            raise ConfigError(f"dataset {name}: resize must be one of {list(RESIZES)}, not {resize!r}; set dataset.resize.")
+        self.resize = resize
         if root is None or str(root) in ("", "???"):
             raise ConfigError(f"dataset {name} needs the image folder: set dataset.root=/path/to/images "
                               f"(or the environment variable its config names).")
@@ -203,7 +213,7 @@ class ImageFolderDataset(Dataset):
         path = self.file(image_id)
         try:
             with _open(path) as img:
-                x = to_tensor(img, self.size, self.channels)
+                x = to_tensor(img, self.size, self.channels, self.resize)
         except Exception as e:
             raise ConfigError(f"image file {path} cannot be decoded ({e.__class__.__name__}: {e}); replace it, "
                               f"remove its id, or set dataset.skip_corrupt=true.") from None
@@ -223,6 +233,8 @@ class ImageFolderDataset(Dataset):
     def describe(self):
         out = {"dataset": self.name, "split": self.split, "dataset_root": str(self.root), "n_listed": len(self.ids)
                + len(self.skipped)}
+        if self.resize != "bicubic":  # the default leaves existing rows' dataset columns as they were
+            out["resize"] = self.resize
         if self.skipped:
             out["skipped_ids"] = ",".join(map(str, self.skipped))
         return out

@@ -253,6 +253,12 @@ def time_travel(steps: list, length: int = 1, repeat: int = 1) -> list:
 
 
 # -- linear algebra through a task's SVD A = U diag(sv) Vᵀ -------------------------------------------
+def paste_observed(task, x, y):
+    """x with a masking task's observed pixels replaced by the measurement: (1 − m) ⊙ x + m ⊙ y (ΠGDM's reference
+    code on x̂0 for inpainting; PSLD's saved inpainting output)."""
+    return (1 - task.mask) * x + task.mask * y
+
+
 def svd_coefficients(task, y):
     """(svd, sv, ŷ) with sv [B|1, d] the singular values (the docstrings' s_i) padded with zeros to the image
     dimension d and ŷ = Uᵀy [B, d] padded alike: coefficient i of Vᵀx meets sv_i and ŷ_i (sv_i = 0: x_i is

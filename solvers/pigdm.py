@@ -31,8 +31,8 @@ from __future__ import annotations
 import torch
 
 from solvers.base import Solver
-from solvers.common import (conjugate_gradient, ddim_step, eps_from_x0, loss_grad, pairs, safe_div, sample_noise,
-                            svd_coefficients, timesteps)
+from solvers.common import (conjugate_gradient, ddim_step, eps_from_x0, loss_grad, pairs, paste_observed, safe_div,
+                            sample_noise, svd_coefficients, timesteps)
 from core.errors import ConfigError
 
 INVERSES = ("auto", "svd", "cg")
@@ -92,7 +92,7 @@ class PiGDM(Solver):
         if self.init == "pinv":
             a_T = prior.abar(grid[0][0], x)
             x = a_T.sqrt() * task.pinv(y) + (1 - a_T).sqrt() * x
-        mask = task.mask if self.replace_observed and "mask" in task.provides else None
+        replace = self.replace_observed and "mask" in task.provides
         for t, s in grid:
             a_t, a_s = prior.abar(t, x), prior.abar(s, x)
             g, x0 = loss_grad(lambda v: self.surrogate(prior, task, svd, sv, y, v, t, cond, 1 - a_t), x, aux=True)
@@ -100,8 +100,8 @@ class PiGDM(Solver):
                 x0 = x0 + self.scale * (1 - a_t) / a_t.sqrt() * g
                 if self.clip_x0 and not prior.is_latent:
                     x0 = x0.clamp(-1, 1)
-                if mask is not None:
-                    x0 = (1 - mask) * x0 + mask * y
+                if replace:
+                    x0 = paste_observed(task, x0, y)
                 eps = eps_from_x0(x, x0, a_t)
                 noise = sample_noise(gens, x) if self.eta > 0 and s >= 0 else None
                 x = ddim_step(x, eps, x0, a_t, a_s, self.eta, noise)

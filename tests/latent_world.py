@@ -91,3 +91,19 @@ def refuses_pixel_prior(solver, prior):
     task = BoxInpainting((1, 16, 16), SIGMA).bind(BoxInpainting((1, 16, 16), SIGMA).draw([0], 0))
     with pytest.raises(ConfigError, match="latent prior"):
         solver.check(prior, task)
+
+
+def save_tiny_ldm(d, side=16, seed=0):
+    """A tiny random VQ latent diffusion folder in diffusers' LDMPipeline layout (vqvae/ VQModel f4, unet/
+    UNet2DModel, scheduler/ with LDM's betas): 3×side×side images, 3×side/4×side/4 latents."""
+    from diffusers import DDIMScheduler, UNet2DModel, VQModel
+
+    torch.manual_seed(seed)
+    VQModel(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 3,
+            up_block_types=("UpDecoderBlock2D",) * 3, block_out_channels=(8, 8, 16), latent_channels=3,
+            num_vq_embeddings=32, norm_num_groups=4, layers_per_block=1, sample_size=side).save_pretrained(d / "vqvae")
+    UNet2DModel(sample_size=side // 4, in_channels=3, out_channels=3, layers_per_block=1, block_out_channels=(8, 16),
+                down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+                norm_num_groups=4).save_pretrained(d / "unet")
+    DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.0015, beta_end=0.0195).save_config(d / "scheduler")
+    return d
