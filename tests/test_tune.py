@@ -220,3 +220,18 @@ def test_compare_refuses_a_world_it_does_not_know():
 
     with pytest.raises(ConfigError, match="knows the worlds"):
         compare("ffhq", "/nonexistent/x.md")
+
+
+def test_benchmark_merge_replaces_only_the_named_rows_and_keeps_the_text():
+    """benchmarks/*_solvers.py --solvers: regenerated rows replace theirs; other rows and notes stay."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks.gmm_solvers import merge_rows
+
+    text = ("# T\n\nA note.\n\n## sr4\n\n| solver | a |\n|---|---|\n| dps | 1 |\n| daps (50×2) | 2 |\n\n"
+            "## inpaint_box\n\n| solver | a |\n|---|---|\n| daps (50×2) | 3 |\n")
+    out = merge_rows(text, "sr4", [["daps (50×2)", "9"], ["new", "5"]])
+    assert out == text.replace("| daps (50×2) | 2 |", "| daps (50×2) | 9 |\n| new | 5 |")
+    with pytest.raises(ConfigError, match="no `## deblur` section"):
+        merge_rows(text, "deblur", [["x", "1"]])
