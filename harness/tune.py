@@ -11,7 +11,8 @@ Each solver declares its tunable parameters at the end of conf/solver/<solver>.y
 
 For every (solver, task) of the command line, Optuna's TPE sampler (seeded: the same command gives the same
 trials) draws `--trials` values, the same budget for every solver; each trial is one cell run with
-harness.runner.run_cell on the world's *validation* split (VALIDATION below: never the test split), scored
+harness.runner.run_cell on the world's *validation* split (VALIDATION below: never the test split; a trial
+whose score is NaN, a diverged run, counts as the worst value so that the sampler avoids its region), scored
 by the world's objective (OBJECTIVE: sliced W2 to the exact posterior on gmm, PSNR elsewhere). A world is the
 dataset, or dataset_latent for a latent prior on it (WORLDS: model=digits_latent on dataset=digits is
 `digits_latent`, model=gmm_latent on dataset=gmm is `gmm_latent`); its validation split is the dataset's. The best
@@ -147,13 +148,15 @@ def tune_one(base: list[str], solver: str, task: str, trials: int, seed: int = 0
         value = float(summary.get(column, float("nan")))
         rows.append({**values, column: value, "nfe": summary.get("nfe"), "split": summary.get("split"),
                      "n_images": summary.get("n_ok")})
-        return value if math.isfinite(value) else float("nan")  # a diverged trial fails, the study goes on
+        # a diverged trial (NaN/inf score) counts as the worst possible value: the sampler learns to avoid its
+        # region (a failed trial would be ignored by TPE, which then keeps drawing there); the table shows nan
+        return value if math.isfinite(value) else (math.inf if direction == "minimize" else -math.inf)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(1, trials // 2))
     study = optuna.create_study(direction=direction, sampler=sampler)
     study.optimize(objective, n_trials=trials)
-    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and math.isfinite(t.value)]
     if not done:
         raise ConfigError(f"every --tune trial of {solver} on {task} diverged; narrow its tune ranges.")
     best = study.best_trial

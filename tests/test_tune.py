@@ -235,3 +235,28 @@ def test_benchmark_merge_replaces_only_the_named_rows_and_keeps_the_text():
     assert out == text.replace("| daps (50×2) | 2 |", "| daps (50×2) | 9 |\n| new | 5 |")
     with pytest.raises(ConfigError, match="no `## deblur` section"):
         merge_rows(text, "deblur", [["x", "1"]])
+
+
+def test_a_diverged_trial_counts_as_the_worst_value_and_all_diverged_is_one_sentence(tmp_path, monkeypatch):
+    import math
+
+    import harness.runner
+    from harness.tune import tune
+
+    calls = []
+
+    def fake(cfg):  # sw2 = eta below 0.5, a diverged (NaN) run above
+        eta = float(cfg.solver.eta)
+        calls.append(eta)
+        return {"sw2": eta if eta < 0.5 else float("nan"), "nfe": 1, "split": "val", "n_ok": 2}
+
+    monkeypatch.setattr(harness.runner, "run_cell", fake)
+    out = tune([*GMM, "solver=ddrm", "task=sr4"], 8, conf_dir=str(tmp_path / "c"), table_dir=str(tmp_path / "t"),
+               root=str(tmp_path / "r"))[0]
+    assert len(calls) == 8 and any(e >= 0.5 for e in calls)  # the budget is spent, diverged trials included
+    assert out["best"]["eta"] == min(e for e in calls if e < 0.5) and math.isfinite(out["value"])
+    assert "| nan |" in (tmp_path / "t" / "gmm_sr4_ddrm.md").read_text()  # shown as diverged, not hidden
+    monkeypatch.setattr(harness.runner, "run_cell", lambda cfg: {"sw2": float("nan"), "split": "val", "n_ok": 2})
+    with pytest.raises(ConfigError, match="every --tune trial of ddrm on sr4 diverged"):
+        tune([*GMM, "solver=ddrm", "task=sr4"], 2, conf_dir=str(tmp_path / "c2"), table_dir=str(tmp_path / "t2"),
+             root=str(tmp_path / "r2"))
