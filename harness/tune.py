@@ -237,6 +237,15 @@ def tuned_files(world: str, conf_dir: str = "conf/tuned") -> list[dict]:
     return out
 
 
+def at_edge(value, spec: dict, frac: float = 0.05) -> bool:
+    """Whether a tuned numeric value lies within `frac` of its range's width from either end."""
+    if "choices" in spec or not isinstance(value, (int, float)):
+        return False
+    f = math.log if spec.get("log") else (lambda v: v)
+    lo, hi, v = f(float(spec["low"])), f(float(spec["high"])), f(float(value))
+    return min(v - lo, hi - v) <= frac * (hi - lo)
+
+
 def compare(world: str, out: str, conf_dir: str = "conf/tuned", table_dir: str = "results/tuning",
             root: str = "results/runs", leaderboard: str = "results/runs/tuned_leaderboard.csv",
             notes: list[str] | None = None) -> str:
@@ -256,10 +265,12 @@ def compare(world: str, out: str, conf_dir: str = "conf/tuned", table_dir: str =
         raise ConfigError(f"no {conf_dir}/{world}_*.yaml; run python sweep.py --tune first.")
     column, direction = OBJECTIVE.get(world, DEFAULT_OBJECTIVE)
     by_task: dict[str, list] = {}
-    worse = []
+    worse, edges = [], []
     for f in files:
         solver, task, values = f["solver"], f["task"], f["values"]
-        tuned_keys = set(space(compose([f"solver={solver}"]).solver))
+        ranges = space(compose([f"solver={solver}"]).solver)
+        tuned_keys = set(ranges)
+        edges += [f"{solver} on {task}: {k}={_fmt(v)}" for k, v in values.items() if k in ranges and at_edge(v, ranges[k])]
         fixed = [f"solver.{k}={v}" for k, v in values.items() if k not in tuned_keys]
         best = [f"solver.{k}={v}" for k, v in values.items() if k in tuned_keys]
         scores = []
@@ -286,6 +297,9 @@ def compare(world: str, out: str, conf_dir: str = "conf/tuned", table_dir: str =
         lines += [f"## {task}", "", markdown_table(["solver", "setting", "overrides", *cols], rows)]
     lines += ["Tuned values worse than the official defaults on test (" + column + "): "
               + ("; ".join(worse) if worse else "none") + ".", ""]
+    if edges:
+        lines += ["Tuned values within 5 % of an end of their range (log scale where the range is; the optimum may lie "
+                  "outside it): " + "; ".join(edges) + ".", ""]
     lines += [*(notes or [])]
     text = "\n".join(lines).rstrip("\n") + "\n"
     Path(out).write_text(text)

@@ -260,3 +260,11 @@ def test_a_diverged_trial_counts_as_the_worst_value_and_all_diverged_is_one_sent
     with pytest.raises(ConfigError, match="every --tune trial of ddrm on sr4 diverged"):
         tune([*GMM, "solver=ddrm", "task=sr4"], 2, conf_dir=str(tmp_path / "c2"), table_dir=str(tmp_path / "t2"),
              root=str(tmp_path / "r2"))
+
+
+def test_edge_of_range_detection():
+    from harness.tune import at_edge
+
+    assert at_edge(4.9, {"low": 0.1, "high": 5.0, "log": True}) and not at_edge(1.0, {"low": 0.1, "high": 5.0, "log": True})
+    assert at_edge(0.02, {"low": 0.0, "high": 1.0}) and not at_edge(0.5, {"low": 0.0, "high": 1.0})
+    assert not at_edge("auto", {"choices": ["auto", "decoder"]})
