@@ -3,6 +3,11 @@
 
     OMP_NUM_THREADS=1 python benchmarks/digits_solvers.py [--images 8]            # pixel DDPM (model=digits)
     OMP_NUM_THREADS=1 python benchmarks/digits_solvers.py --latent [--images 8]   # latent solvers (model=digits_latent)
+    OMP_NUM_THREADS=1 python benchmarks/digits_solvers.py --solvers daps [--root DIR] # only those rows, merged
+
+With --solvers (names or configs, comma-separated) and an existing --out, only those rows are replaced in it
+(benchmarks/gmm_solvers.merge_rows); the other rows, the text around the tables and the grid images are kept
+(grids are drawn only by a full run). Run names do not change with code: give a fresh --root to recompute.
 
 Each cell is `python run.py dataset=digits model=<model> dataset.n=N task=T solver=S [overrides]`
 (composed with harness.cli.compose, run with harness.runner.run_cell). Pixel world: each solver's
@@ -53,8 +58,10 @@ LATENT = [("pinv", "pinv", [], {}),
 COLS = ["psnr", "ssim", "nfe", "vjp", "decode_vjp", "sec_per_sample"]
 
 
-def run_table(base: list, solvers: list, title: list, stem: str, cols=COLS, tasks=TASKS, out_dir: str = "results"):
-    """One cell per (task, solver); returns the markdown lines and writes <out_dir>/<stem>_<task>.png."""
+def run_table(base: list, solvers: list, title: list, stem: str, cols=COLS, tasks=TASKS, out_dir: str = "results",
+              tables: dict | None = None):
+    """One cell per (task, solver); returns the markdown lines and writes <out_dir>/<stem>_<task>.png
+    (with `tables`: fills it with {task: rows} and draws no grid)."""
     lines = title
     for task in tasks:
         lines += [f"## {task}", ""]
@@ -69,6 +76,9 @@ def run_table(base: list, solvers: list, title: list, stem: str, cols=COLS, task
             rows.append(torch.stack(list(RunDir(cfg.run.root, s["run"]).reconstructions().values())))
             print(task, shown, [f"{s.get(c, float('nan')):.4g}" for c in cols], flush=True)
         lines.append(markdown_table(["solver", *cols], table).rstrip("\n"))
+        if tables is not None:
+            tables[task] = table
+            continue
         from harness.build import build_cell  # the truths and measurements the cells saw
         cell = build_cell(cfg)
         ids = cell.dataset.ids
@@ -90,6 +100,7 @@ def main():
     ap.add_argument("--out", help="markdown table; its grids go next to it "
                                   "(default results/digits_solvers.md or results/digits_latent_solvers.md)")
     ap.add_argument("--root", help="run folders (default results/runs/<stem>; its leaderboard.csv inside)")
+    ap.add_argument("--solvers", help="comma-separated names (shown name or config) to run and merge into --out")
     a = ap.parse_args()
     model, stem = ("digits_latent", "digits_latent_solvers") if a.latent else ("digits", "digits_solvers")
     out, root = Path(a.out or f"results/{stem}.md"), a.root or f"results/runs/{stem}"
@@ -112,8 +123,27 @@ def main():
                  "", f"`OMP_NUM_THREADS=1 python benchmarks/digits_solvers.py --images {a.images}` — each cell is "
                  f"`python run.py {' '.join(base[:3])} task=<task> solver=<solver>` with the solver's defaults "
                  "(DAPS: 50×2 levels/ODE steps, 50 Langevin steps). CPU, 2 cores shared with other jobs when measured.", ""]
-    lines = run_table(base, solvers, title, stem, COLS if a.latent else COLS[:4] + COLS[5:], out_dir=str(out.parent))
-    out.write_text("\n".join(lines) + "\n")
+    cols = COLS if a.latent else COLS[:4] + COLS[5:]
+    if a.solvers is None:
+        out.write_text("\n".join(run_table(base, solvers, title, stem, cols, out_dir=str(out.parent))) + "\n")
+        return
+    from benchmarks.gmm_solvers import merge_rows
+
+    names = set(a.solvers.split(","))
+    chosen = [s for s in solvers if s[0] in names or s[1] in names]
+    known = {s[0] for s in solvers} | {s[1] for s in solvers}
+    text = out.read_text() if out.exists() else ""
+    bad = sorted(names - known) or [t for t in TASKS if f"## {t}" not in text.split("\n")]
+    if bad:
+        print(f"error: {', '.join(bad)}: --solvers takes names of the table's solvers ({', '.join(sorted(known))}) "
+              f"and merges into an existing {out} with `## <task>` sections; run without --solvers first.",
+              file=sys.stderr)
+        sys.exit(2)
+    tables: dict = {}
+    run_table(base, chosen, [], stem, cols, out_dir=str(out.parent), tables=tables)
+    for task, rows in tables.items():
+        text = merge_rows(text, task, rows)
+    out.write_text(text)
 
 
 if __name__ == "__main__":

@@ -6,11 +6,16 @@ Each solver declares its tunable parameters at the end of conf/solver/<solver>.y
       scale: {low: 0.05, high: 2.0, log: true}      # a float range (log: sampled on a log scale)
       steps: {low: 10, high: 100, type: int}        # an integer range
       spacing: {choices: [adm, leading]}            # a categorical choice
+      dsg.rate: {low: 0.01, high: 1.0, log: true}   # a nested parameter (dotted path into the solver config)
+      scale: null                                   # drops an entry inherited through `defaults:`
 
 For every (solver, task) of the command line, Optuna's TPE sampler (seeded: the same command gives the same
 trials) draws `--trials` values, the same budget for every solver; each trial is one cell run with
-harness.runner.run_cell on the world's *validation* split (VALIDATION below: never the test split), scored
-by the world's objective (OBJECTIVE: sliced W2 to the exact posterior on gmm, PSNR elsewhere). The best
+harness.runner.run_cell on the world's *validation* split (VALIDATION below: never the test split; a trial
+whose score is NaN, a diverged run, counts as the worst value so that the sampler avoids its region), scored
+by the world's objective (OBJECTIVE: sliced W2 to the exact posterior on gmm, PSNR elsewhere). A world is the
+dataset, or dataset_latent for a latent prior on it (WORLDS: model=digits_latent on dataset=digits is
+`digits_latent`, model=gmm_latent on dataset=gmm is `gmm_latent`); its validation split is the dataset's. The best
 values are written as conf/tuned/<world>_<task>_<solver>.yaml (use it as `+tuned=<world>_<task>_<solver>`
 after the same solver/task/world choices) and every trial as a markdown table in
 results/tuning/<world>_<task>_<solver>.md.
@@ -18,6 +23,7 @@ results/tuning/<world>_<task>_<solver>.md.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -31,8 +37,10 @@ VALIDATION = {
     "ffhq": ["dataset.split=val", "dataset.id_range=[1000,1100]"],  # test is 00000 ... 00999
     "imagenet": ["dataset.split=val", "dataset.id_file=${oc.env:IMAGENET_VAL_IDS,???}"],
 }
-# dataset config name -> (summary column, direction)
-OBJECTIVE = {"gmm": ("sw2", "minimize")}
+# (dataset, model) config names -> world name, where a dataset has more than one prior; else the dataset's name
+WORLDS = {("digits", "digits_latent"): "digits_latent", ("gmm", "gmm_latent"): "gmm_latent"}
+# world -> (summary column, direction)
+OBJECTIVE = {"gmm": ("sw2", "minimize"), "gmm_latent": ("sw2", "minimize")}
 DEFAULT_OBJECTIVE = ("psnr", "maximize")
 TRIAL_ROOT = "results/runs/tune"   # git-ignored run folders of the trials
 
@@ -46,12 +54,42 @@ def space(solver_cfg) -> dict:
                           "conf/solver/*.yaml (e.g. tune: {scale: {low: 0.1, high: 2.0, log: true}}).")
     out = {}
     for name, spec in OmegaConf.to_container(block, resolve=True).items():
-        if name not in solver_cfg:
+        if spec is None:  # `name: null` removes an entry inherited from the parent config (dps_dsg: no scale)
+            continue
+        if OmegaConf.select(solver_cfg, name, default=_MISSING) is _MISSING:
             raise ConfigError(f"solver {target}'s tune block names {name}, which is not one of its parameters.")
         if not isinstance(spec, dict) or not ("choices" in spec or {"low", "high"} <= set(spec)):
             raise ConfigError(f"tune.{name} of solver {target} must be {{low: a, high: b[, log: true][, type: int]}} "
                               "or {choices: [...]}.")
         out[name] = spec
+    if not out:
+        raise ConfigError(f"solver {target}'s tune block declares only null entries; give it one range.")
+    return out
+
+
+_MISSING = object()
+
+
+def nest(flat: dict) -> dict:
+    """{"dsg.rate": 0.3, "scale": 1} -> {"dsg": {"rate": 0.3}, "scale": 1} (the tuned config's solver node)."""
+    out: dict = {}
+    for key, v in flat.items():
+        *head, last = key.split(".")
+        node = out
+        for h in head:
+            node = node.setdefault(h, {})
+        node[last] = v
+    return out
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """The inverse of `nest`: dotted keys to leaves."""
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
     return out
 
 
@@ -79,10 +117,11 @@ def validation_overrides(base: list[str]) -> tuple[str, list[str]]:
     if any(o.partition("=")[0].lstrip("+") in ("dataset.split", "dataset.id_range", "dataset.id_file") for o in base):
         raise ConfigError("--tune picks the validation split itself; drop dataset.split / dataset.id_range / "
                           "dataset.id_file from the command line.")
-    world = str(compose(base).names.get("dataset"))
-    if world not in VALIDATION:
-        raise ConfigError(f"dataset {world} has no validation split for --tune; use one of {', '.join(VALIDATION)}.")
-    return world, VALIDATION[world]
+    names = compose(base).names
+    dataset = str(names.get("dataset"))
+    if dataset not in VALIDATION:
+        raise ConfigError(f"dataset {dataset} has no validation split for --tune; use one of {', '.join(VALIDATION)}.")
+    return WORLDS.get((dataset, str(names.get("model"))), dataset), VALIDATION[dataset]
 
 
 def tune_one(base: list[str], solver: str, task: str, trials: int, seed: int = 0, metric: str | None = None,
@@ -109,13 +148,15 @@ def tune_one(base: list[str], solver: str, task: str, trials: int, seed: int = 0
         value = float(summary.get(column, float("nan")))
         rows.append({**values, column: value, "nfe": summary.get("nfe"), "split": summary.get("split"),
                      "n_images": summary.get("n_ok")})
-        return value if math.isfinite(value) else float("nan")  # a diverged trial fails, the study goes on
+        # a diverged trial (NaN/inf score) counts as the worst possible value: the sampler learns to avoid its
+        # region (a failed trial would be ignored by TPE, which then keeps drawing there); the table shows nan
+        return value if math.isfinite(value) else (math.inf if direction == "minimize" else -math.inf)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(1, trials // 2))
     study = optuna.create_study(direction=direction, sampler=sampler)
     study.optimize(objective, n_trials=trials)
-    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and math.isfinite(t.value)]
     if not done:
         raise ConfigError(f"every --tune trial of {solver} on {task} diverged; narrow its tune ranges.")
     best = study.best_trial
@@ -124,15 +165,16 @@ def tune_one(base: list[str], solver: str, task: str, trials: int, seed: int = 0
     extra = [o for o in base if o.startswith(("solver.", "++solver."))]
     head = (f"tuned on validation, {trials} trials: {world} {val[0].split('=')[1]} split, {n_img} images, {column} "
             f"({direction}), Optuna TPE seed {seed}")
+    import yaml
+
     lines = ["# @package _global_", f"# {solver} on {task}, world {world}: {head}.",
              f"# Use after the same choices: python run.py {' '.join(o for o in base if not o.startswith(('solver.', 'dataset.', 'metrics.')))} "
-             f"solver={solver} task={task} +tuned={name}", f"# Tuning command: {command or '(python API)'}",
-             "solver:"]
-    fixed_vals = {o.partition("=")[0].split("solver.", 1)[1]: o.partition("=")[2] for o in extra}
-    lines += [f"  {k}: {v}" for k, v in fixed_vals.items() if k not in best.params]  # as given on the command line
-    for k, v in best.params.items():
-        lines.append(f"  {k}: {v!r}" if isinstance(v, str) else f"  {k}: {float(v):.6g}" if isinstance(v, float)
-                     else f"  {k}: {v}")
+             f"solver={solver} task={task} +tuned={name}", f"# Tuning command: {command or '(python API)'}"]
+    # the command line's solver.* values (typed as YAML reads them), then the best trial's (floats to 6 digits)
+    values = {o.partition("=")[0].split("solver.", 1)[1]: yaml.safe_load(o.partition("=")[2]) for o in extra}
+    values = {k: v for k, v in values.items() if k not in best.params}
+    values.update({k: float(f"{v:.6g}") if isinstance(v, float) else v for k, v in best.params.items()})
+    lines += yaml.safe_dump({"solver": nest(values)}, sort_keys=False, default_flow_style=False).splitlines()
     Path(conf_dir).mkdir(parents=True, exist_ok=True)
     (Path(conf_dir) / f"{name}.yaml").write_text("\n".join(lines) + "\n")
     cols = [*params, column, "nfe", "split", "n_images"]
@@ -165,49 +207,103 @@ def tune(overrides: list[str], trials: int, seed: int = 0, metric: str | None = 
 # -- the test tables: official defaults next to the tuned values ----------------------------------------
 TEST_BASE = {  # the cells of benchmarks/gmm_solvers.py and benchmarks/digits_solvers.py (test split)
     "gmm": ["dataset=gmm", "model=gmm", "run.num_samples=16", "dataset.n=8", "metrics.n_ref=512"],
+    "gmm_latent": ["dataset=gmm", "model=gmm_latent", "run.num_samples=16", "dataset.n=8", "metrics.n_ref=512"],
     "digits": ["dataset=digits", "model=digits", "dataset.n=8"],
+    # benchmarks/digits_solvers.py --latent: unconditional, like the measurement-only baseline A⁺y
+    "digits_latent": ["dataset=digits", "model=digits_latent", "dataset.n=8", "run.prompt=null"],
 }
-TEST_COLS = {"gmm": ["sw2", "sw2_floor", "mean_err", "mean_err_floor", "psnr", "nfe"],
-             "digits": ["psnr", "ssim", "nfe", "sec_per_sample"]}
+_GMM_COLS = ["sw2", "sw2_floor", "mean_err", "mean_err_floor", "psnr", "nfe"]
+TEST_COLS = {"gmm": _GMM_COLS, "gmm_latent": _GMM_COLS, "digits": ["psnr", "ssim", "nfe", "sec_per_sample"],
+             "digits_latent": ["psnr", "ssim", "nfe", "vjp", "decode_vjp", "sec_per_sample"]}
+_HEADER = re.compile(r"# (\S+) on (\S+), world (\S+): tuned on validation, (\d+) trials: (.*)\.$")
+
+
+def tuned_files(world: str, conf_dir: str = "conf/tuned") -> list[dict]:
+    """The conf/tuned files of one world (read from each file's header, so `digits` never picks up
+    `digits_latent_*`): solver, task, trials, budget line, tuning command and the flat solver values."""
+    out = []
+    for f in sorted(Path(conf_dir).glob(f"{world}_*.yaml")):
+        lines = f.read_text().splitlines()
+        m = _HEADER.match(lines[1]) if len(lines) > 1 else None
+        if not m:
+            raise ConfigError(f"{f} has no `# <solver> on <task>, world <world>: tuned on validation, N trials` "
+                              "header; regenerate it with python sweep.py --tune.")
+        if m.group(3) != world:
+            continue
+        command = next((ln.split(": ", 1)[1] for ln in lines if ln.startswith("# Tuning command: ")), "")
+        out.append({"file": f, "solver": m.group(1), "task": m.group(2), "trials": int(m.group(4)),
+                    "budget": m.group(5), "command": command,
+                    "values": flatten(yaml_safe("\n".join(lines))["solver"])})
+    return out
+
+
+def at_edge(value, spec: dict, frac: float = 0.05) -> bool:
+    """Whether a tuned numeric value lies within `frac` of its range's width from either end."""
+    if "choices" in spec or not isinstance(value, (int, float)):
+        return False
+    f = math.log if spec.get("log") else (lambda v: v)
+    lo, hi, v = f(float(spec["low"])), f(float(spec["high"])), f(float(value))
+    return min(v - lo, hi - v) <= frac * (hi - lo)
 
 
 def compare(world: str, out: str, conf_dir: str = "conf/tuned", table_dir: str = "results/tuning",
-            root: str = "results/runs", leaderboard: str = "results/runs/tuned_leaderboard.csv") -> str:
+            root: str = "results/runs", leaderboard: str = "results/runs/tuned_leaderboard.csv",
+            notes: list[str] | None = None) -> str:
     """Run every conf/tuned/<world>_*.yaml on the test split twice, at official defaults (the same fixed
-    overrides, the tuned keys left at their defaults) and with the tuned values; write the markdown table."""
+    overrides, the tuned keys left at their defaults) and with the tuned values; write the markdown table.
+    Rows where the tuned values score worse on test than the defaults are listed under the table."""
     from harness.cli import compose
     from harness.report import markdown_table
     from harness.runner import run_cell
 
+    if world not in TEST_BASE:
+        raise ConfigError(f"--compare knows the worlds {', '.join(sorted(TEST_BASE))}, not {world}.")
     base = [*TEST_BASE[world], f"run.root={root}", f"run.leaderboard={leaderboard}", "run.progress=false"]
     cols = TEST_COLS[world]
-    files = sorted(Path(conf_dir).glob(f"{world}_*.yaml"))
+    files = tuned_files(world, conf_dir)
     if not files:
         raise ConfigError(f"no {conf_dir}/{world}_*.yaml; run python sweep.py --tune first.")
+    column, direction = OBJECTIVE.get(world, DEFAULT_OBJECTIVE)
     by_task: dict[str, list] = {}
+    worse, edges = [], []
     for f in files:
-        text = f.read_text()
-        solver, task = text.splitlines()[1].split(" on ", 1)[0][2:], text.splitlines()[1].split(" on ", 1)[1].split(",")[0]
-        trials = text.split("tuned on validation, ", 1)[1].split(" trials", 1)[0]
-        values = yaml_safe(text)["solver"]
-        tuned_keys = set(space(compose([f"solver={solver}"]).solver))
+        solver, task, values = f["solver"], f["task"], f["values"]
+        ranges = space(compose([f"solver={solver}"]).solver)
+        tuned_keys = set(ranges)
+        edges += [f"{solver} on {task}: {k}={_fmt(v)}" for k, v in values.items() if k in ranges and at_edge(v, ranges[k])]
         fixed = [f"solver.{k}={v}" for k, v in values.items() if k not in tuned_keys]
         best = [f"solver.{k}={v}" for k, v in values.items() if k in tuned_keys]
-        for label, over in (("official defaults", fixed), (f"tuned on validation, {trials} trials", [*fixed, *best])):
+        scores = []
+        for label, over in (("official defaults", fixed), (f"tuned on validation, {f['trials']} trials", [*fixed, *best])):
             row = run_cell(compose([*base, f"task={task}", f"solver={solver}", *over]))
+            scores.append(float(row.get(column, float("nan"))))
             by_task.setdefault(task, []).append([solver, label, " ".join(over) or "—",
                                                  *(_fmt(float(row.get(c, float("nan")))) for c in cols)])
             print(world, task, solver, label, [by_task[task][-1][3:]], flush=True)
+        d, t = scores
+        if (t > d) if direction == "minimize" else (t < d):
+            worse.append(f"{solver} on {task} ({column} {_fmt(d)} at defaults, {_fmt(t)} tuned)")
+    budgets = sorted({f"{f['trials']} trials, {f['budget']}" for f in files})
+    commands = sorted({f["command"] for f in files})
     lines = [f"# Official defaults vs tuned on validation: the {world} world (test split)", "",
              f"Each row is `python run.py {' '.join(TEST_BASE[world])} task=<task> solver=<solver> <overrides>` on the "
              "test split. \"official defaults\": the solver's config as shipped (with the fixed budget overrides "
              "shown); \"tuned on validation, N trials\": the values of conf/tuned/<world>_<task>_<solver>.yaml, found by "
              f"`python sweep.py --tune` on the validation split (trials in {table_dir}/). Written by "
-             f"`python -m harness.tune --compare {world} --out {out}`.", ""]
+             f"`python -m harness.tune --compare {world} --out {out}`.", "",
+             "Tuning budget (the same for every row): " + "; ".join(budgets) + ".", "",
+             "Tuning commands:", "", *(f"- `{c}`" for c in commands), ""]
     for task, rows in by_task.items():
         lines += [f"## {task}", "", markdown_table(["solver", "setting", "overrides", *cols], rows)]
-    Path(out).write_text("\n".join(lines) + "\n")
-    return "\n".join(lines)
+    lines += ["Tuned values worse than the official defaults on test (" + column + "): "
+              + ("; ".join(worse) if worse else "none") + ".", ""]
+    if edges:
+        lines += ["Tuned values within 5 % of an end of their range (log scale where the range is; the optimum may lie "
+                  "outside it): " + "; ".join(edges) + ".", ""]
+    lines += [*(notes or [])]
+    text = "\n".join(lines).rstrip("\n") + "\n"
+    Path(out).write_text(text)
+    return text
 
 
 def yaml_safe(text: str) -> dict:
@@ -222,5 +318,12 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(prog="python -m harness.tune", description="official defaults vs tuned values, test split")
     ap.add_argument("--compare", required=True, choices=sorted(TEST_BASE))
     ap.add_argument("--out", required=True)
+    ap.add_argument("--note", action="append", default=[], help="a paragraph appended under the tables (repeatable)")
     a = ap.parse_args()
-    compare(a.compare, a.out)
+    try:
+        compare(a.compare, a.out, notes=a.note)
+    except ConfigError as e:  # one sentence, exit 2 (as harness.cli)
+        import sys
+
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

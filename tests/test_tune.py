@@ -108,3 +108,163 @@ def test_digits_tuning_reads_only_validation_ids(tmp_path, monkeypatch):
     tune(["dataset.n=1", "solver=ddrm", "task=inpaint_box", "solver.steps=2"], 1, conf_dir=str(tmp_path / "c"),
          table_dir=str(tmp_path / "t"), root=str(tmp_path / "r"))
     assert seen and set(seen) <= set(split_indices()["val"]) and not set(seen) & set(split_indices()["test"])
+
+
+# -- every inverse-problem solver declares a tune block whose ranges contain its official default -------------
+from pathlib import Path  # noqa: E402
+
+SOLVER_DIR = Path(__file__).resolve().parents[1] / "conf" / "solver"
+NO_TUNE = {  # config -> why it has nothing to tune
+    "pinv": "measurement-only baseline A⁺y, no parameters",
+    "exact": "exact posterior sampler, no parameters",
+    "ddim": "prior-only baseline (ignores y)",
+    "ddpm": "prior-only baseline (ignores y)",
+    "bdia": "inversion / editing method, not an inverse-problem solver",
+    "edict": "inversion / editing method",
+    "null_text": "inversion method",
+    "ddim_inversion": "inversion method",
+    "stsl_edit": "restore-then-edit (task=edit); its restorer is STSL, tuned as solver=stsl",
+}
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in SOLVER_DIR.glob("*.yaml")))
+def test_every_inverse_problem_solver_has_a_tune_block_containing_its_default(name):
+    from omegaconf import OmegaConf
+
+    from harness.cli import compose
+    from harness.tune import space
+
+    cfg = compose([f"solver={name}"]).solver
+    if name in NO_TUNE:
+        with pytest.raises(ConfigError, match="declares no tunable parameters"):
+            space(cfg)
+        return
+    params = space(cfg)
+    assert params
+    for key, spec in params.items():
+        default = OmegaConf.select(cfg, key)
+        if "choices" in spec:
+            assert default in spec["choices"], (name, key, default, spec)
+            continue
+        lo, hi = spec["low"], spec["high"]
+        assert lo < hi and (not spec.get("log") or lo > 0), (name, key, spec)
+        assert lo <= default <= hi, f"{name}: default {key}={default} outside its tune range [{lo}, {hi}]"
+        if spec.get("type") == "int":
+            assert isinstance(default, int) and isinstance(lo, int) and isinstance(hi, int)
+
+
+def test_null_entries_drop_inherited_ranges_and_dotted_names_reach_nested_parameters():
+    from omegaconf import OmegaConf
+
+    from harness.cli import compose
+    from harness.tune import flatten, nest, space
+
+    assert set(space(compose(["solver=dps"]).solver)) == {"scale"}
+    assert set(space(compose(["solver=dps_dsg"]).solver)) == {"dsg.rate"}  # scale is unused under DSG
+    with pytest.raises(ConfigError, match="not one of its parameters"):
+        space(OmegaConf.create({"_target_": "x.Y", "dsg": {"rate": 0.2}, "tune": {"dsg.rat": {"low": 0, "high": 1}}}))
+    with pytest.raises(ConfigError, match="only null entries"):
+        space(OmegaConf.create({"_target_": "x.Y", "scale": 1.0, "tune": {"scale": None}}))
+    tree = {"dsg": {"rate": 0.3, "interval": 2}, "steps": 5}
+    assert nest(flatten(tree)) == tree and flatten(tree) == {"dsg.rate": 0.3, "dsg.interval": 2, "steps": 5}
+
+
+def test_tuning_a_nested_parameter_writes_a_nested_config_that_round_trips(tmp_path):
+    from harness.tune import tune
+
+    out = tune([*GMM, "solver=dps_dsg", "task=sr4", "solver.steps=4", "solver.dsg.interval=2"], 2,
+               conf_dir=str(tmp_path / "tuned"), table_dir=str(tmp_path / "tables"), root=str(tmp_path / "runs"))
+    tuned = yaml.safe_load((tmp_path / "tuned" / "gmm_sr4_dps_dsg.yaml").read_text())
+    assert set(out[0]["best"]) == {"dsg.rate"}
+    assert tuned["solver"] == {"steps": 4, "dsg": {"interval": 2, "rate": pytest.approx(out[0]["best"]["dsg.rate"],
+                                                                                         rel=1e-5)}}
+    assert len({r["dsg.rate"] for r in out[0]["rows"]}) == 2  # the trials really varied the nested value
+
+
+def test_latent_priors_are_their_own_worlds_with_the_dataset_validation_split():
+    from harness.tune import validation_overrides
+
+    assert validation_overrides(["dataset=digits", "model=digits_latent"]) == ("digits_latent", ["dataset.split=val"])
+    assert validation_overrides(["dataset=gmm", "model=gmm_latent"]) == ("gmm_latent", ["dataset.split=val"])
+    assert validation_overrides(["dataset=digits", "model=digits"])[0] == "digits"
+
+
+def test_compare_reads_only_its_world_and_flags_tuned_values_worse_than_defaults(tmp_path, monkeypatch):
+    import harness.tune as T
+
+    conf = tmp_path / "tuned"
+    T.tune([*GMM, "solver=ddrm", "task=sr4", "solver.steps=5"], 1, conf_dir=str(conf),
+           table_dir=str(tmp_path / "tables"), root=str(tmp_path / "runs"))
+    # a latent-world file named with the same prefix is not a gmm row
+    (conf / "gmm_latent_sr4_psld.yaml").write_text(
+        "# @package _global_\n# psld on sr4, world gmm_latent: tuned on validation, 1 trials: gmm val split, 2 images, "
+        "sw2 (minimize), Optuna TPE seed 0.\nsolver:\n  omega: 0.5\n")
+    assert [f["solver"] for f in T.tuned_files("gmm", str(conf))] == ["ddrm"]
+    assert [f["solver"] for f in T.tuned_files("gmm_latent", str(conf))] == ["psld"]
+    monkeypatch.setitem(T.TEST_BASE, "gmm", ["dataset=gmm", "model=gmm", "run.num_samples=4", "dataset.n=2",
+                                              "metrics.n_ref=64"])
+    out = tmp_path / "cmp.md"
+    text = T.compare("gmm", str(out), conf_dir=str(conf), root=str(tmp_path / "r"),
+                     leaderboard=str(tmp_path / "r" / "lb.csv"), notes=["A hand note."])
+    rows = [ln for ln in text.splitlines() if ln.startswith("| ddrm")]
+    assert [r.split(" | ")[1] for r in rows] == ["official defaults", "tuned on validation, 1 trials"]
+    assert "solver.steps=5" in rows[0] and "solver.eta=" in rows[1] and "solver.eta=" not in rows[0]
+    assert "Tuning budget (the same for every row): 1 trials, gmm val split, 2 images" in text
+    d, t = (float(r.split(" | ")[3]) for r in rows)
+    flagged = "ddrm on sr4 (sw2" in text
+    assert flagged == (t > d) and text.rstrip().endswith("A hand note.") and out.read_text() == text
+
+
+def test_compare_refuses_a_world_it_does_not_know():
+    from harness.tune import compare
+
+    with pytest.raises(ConfigError, match="knows the worlds"):
+        compare("ffhq", "/nonexistent/x.md")
+
+
+def test_benchmark_merge_replaces_only_the_named_rows_and_keeps_the_text():
+    """benchmarks/*_solvers.py --solvers: regenerated rows replace theirs; other rows and notes stay."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks.gmm_solvers import merge_rows
+
+    text = ("# T\n\nA note.\n\n## sr4\n\n| solver | a |\n|---|---|\n| dps | 1 |\n| daps (50×2) | 2 |\n\n"
+            "## inpaint_box\n\n| solver | a |\n|---|---|\n| daps (50×2) | 3 |\n")
+    out = merge_rows(text, "sr4", [["daps (50×2)", "9"], ["new", "5"]])
+    assert out == text.replace("| daps (50×2) | 2 |", "| daps (50×2) | 9 |\n| new | 5 |")
+    with pytest.raises(ConfigError, match="no `## deblur` section"):
+        merge_rows(text, "deblur", [["x", "1"]])
+
+
+def test_a_diverged_trial_counts_as_the_worst_value_and_all_diverged_is_one_sentence(tmp_path, monkeypatch):
+    import math
+
+    import harness.runner
+    from harness.tune import tune
+
+    calls = []
+
+    def fake(cfg):  # sw2 = eta below 0.5, a diverged (NaN) run above
+        eta = float(cfg.solver.eta)
+        calls.append(eta)
+        return {"sw2": eta if eta < 0.5 else float("nan"), "nfe": 1, "split": "val", "n_ok": 2}
+
+    monkeypatch.setattr(harness.runner, "run_cell", fake)
+    out = tune([*GMM, "solver=ddrm", "task=sr4"], 8, conf_dir=str(tmp_path / "c"), table_dir=str(tmp_path / "t"),
+               root=str(tmp_path / "r"))[0]
+    assert len(calls) == 8 and any(e >= 0.5 for e in calls)  # the budget is spent, diverged trials included
+    assert out["best"]["eta"] == min(e for e in calls if e < 0.5) and math.isfinite(out["value"])
+    assert "| nan |" in (tmp_path / "t" / "gmm_sr4_ddrm.md").read_text()  # shown as diverged, not hidden
+    monkeypatch.setattr(harness.runner, "run_cell", lambda cfg: {"sw2": float("nan"), "split": "val", "n_ok": 2})
+    with pytest.raises(ConfigError, match="every --tune trial of ddrm on sr4 diverged"):
+        tune([*GMM, "solver=ddrm", "task=sr4"], 2, conf_dir=str(tmp_path / "c2"), table_dir=str(tmp_path / "t2"),
+             root=str(tmp_path / "r2"))
+
+
+def test_edge_of_range_detection():
+    from harness.tune import at_edge
+
+    assert at_edge(4.9, {"low": 0.1, "high": 5.0, "log": True}) and not at_edge(1.0, {"low": 0.1, "high": 5.0, "log": True})
+    assert at_edge(0.02, {"low": 0.0, "high": 1.0}) and not at_edge(0.5, {"low": 0.0, "high": 1.0})
+    assert not at_edge("auto", {"choices": ["auto", "decoder"]})
