@@ -408,6 +408,12 @@ def _remember(path: str):
         _VERIFIED[os.path.abspath(path)] = sig
 
 
+def _known_good(path: str) -> bool:
+    """Whether the table is one this process verified or wrote, unchanged since (see `_remember`)."""
+    sig = _signature(path)
+    return sig is not None and _VERIFIED.get(os.path.abspath(path)) == sig
+
+
 def _leaderboard_problem(path: str) -> str | None:
     """Why the leaderboard at `path` cannot be trusted, or None (also None when it does not exist)."""
     try:
@@ -442,16 +448,14 @@ def check_leaderboard(path: str):
     """Before any compute: a leaderboard that cannot be read is one sentence, not a traceback after the run.
     A table this process already verified (or wrote), unchanged since (inode, size, mtime, ctime, checksum
     file), is not read again, so a sweep's cells in one process do not each re-hash the whole table."""
-    key, sig = os.path.abspath(path), _signature(path)
-    if sig is not None and _VERIFIED.get(key) == sig:
+    if _known_good(path):
         return
     why = _leaderboard_problem(path)
     if why:
-        _VERIFIED.pop(key, None)
+        _VERIFIED.pop(os.path.abspath(path), None)
         raise ConfigError(f"leaderboard {path} {why}; move it aside, or rebuild it from the run folders with "
                           f"python sweep.py --aggregate --leaderboard {path}.")
-    if sig is not None:
-        _VERIFIED[key] = sig
+    _remember(path)
 
 
 def _read_leaderboard(path: str) -> pd.DataFrame:
@@ -528,7 +532,7 @@ def upsert_leaderboard(path: str, row: dict):
         table = os.path.getsize(path) if os.path.exists(path) else 0
         if table >= COMPACT_BELOW and size < table:
             return
-        why = _leaderboard_problem(path)
+        why = None if _known_good(path) else _leaderboard_problem(path)  # the fold below re-reads it anyway
         if why:  # the row is safe in the journal; the next cell's check refuses the table in one sentence
             print(f"warning: leaderboard {path} {why}; this run's row is kept in {journal_of(path)} and folded "
                   f"in when the leaderboard is rebuilt (python sweep.py --aggregate --leaderboard {path}).",
