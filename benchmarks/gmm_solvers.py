@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from harness.cli import compose  # noqa: E402
 from harness.report import markdown_table  # noqa: E402
 
-from core.errors import ConfigError  # noqa: E402,F401  (merge_rows)
+from core.errors import ConfigError  # noqa: E402
 from harness.runner import run_cell  # noqa: E402
 
 TASKS = ["inpaint_box", "sr4", "deblur_gauss_circ"]
@@ -44,8 +44,6 @@ COLS = ["sw2", "sw2_floor", "mean_err", "mean_err_floor", "psnr", "nfe", "vjp", 
 def merge_rows(text: str, section: str, rows: list[list]) -> str:
     """`text` (a markdown file of `## <section>` tables, rows keyed by their first cell) with each of `rows`
     replacing the row of the same key in that section's table; a key the table lacks is appended to it."""
-    from harness.report import markdown_table
-
     lines, out, i, new = text.split("\n"), [], 0, {str(r[0]): r for r in rows}
     fmt = lambda r: markdown_table([""] * len(r), [r]).splitlines()[-1]  # noqa: E731  (the one row writer)
     heading = f"## {section}"

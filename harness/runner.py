@@ -321,6 +321,8 @@ def summarize(df: pd.DataFrame, protocol: dict, cost: tuple) -> dict:
 
 
 def finish(cfg, cell, rd: RunDir, protocol: dict, cache: MeasurementCache, wall: float, scorer: Scorer = None) -> dict:
+    import pandas as pd
+
     df = rd.read_parts()
     order = {str(i): n for n, i in enumerate(cell.dataset.ids)}
     df = df.sort_values("image_id", key=lambda s: s.map(order)).reset_index(drop=True)
@@ -330,8 +332,6 @@ def finish(cfg, cell, rd: RunDir, protocol: dict, cache: MeasurementCache, wall:
     if scorer is not None and scorer.set:
         summary.update(set_metrics(cfg, cell, rd, df, scorer, cache.dataset))
     summary["wall_seconds_this_call"] = wall
-    import pandas as pd
-
     rd.write_summary(pd.DataFrame([summary]))
     upsert_leaderboard(cfg.run.leaderboard, summary)
     write_grid(cfg, cell, rd, cache)
