@@ -8,9 +8,12 @@ Each solver declares its tunable parameters at the end of conf/solver/<solver>.y
       spacing: {choices: [adm, leading]}            # a categorical choice
       dsg.rate: {low: 0.01, high: 1.0, log: true}   # a nested parameter (dotted path into the solver config)
       scale: null                                   # drops an entry inherited through `defaults:`
+      eta: {low: 0.0, high: 1.0, limits: [low, high]} # ends that are the parameter's own bounds (not flagged)
 
 For every (solver, task) of the command line, Optuna's TPE sampler (seeded: the same command gives the same
-trials) draws `--trials` values, the same budget for every solver; each trial is one cell run with
+trials) draws `--trials` values, the same budget for every solver, and the solver's defaults (the shipped values
+under the same command line) are scored as one more candidate, so that tuning never picks values that score worse
+on validation than the defaults (a draw equal to the defaults is not run twice); each trial is one cell run with
 harness.runner.run_cell on the world's *validation* split (VALIDATION below: never the test split; a trial
 whose score is NaN, a diverged run, counts as the worst value so that the sampler avoids its region), scored
 by the world's objective (OBJECTIVE: sliced W2 to the exact posterior on gmm, PSNR elsewhere). A world is the
@@ -58,9 +61,10 @@ def space(solver_cfg) -> dict:
             continue
         if OmegaConf.select(solver_cfg, name, default=_MISSING) is _MISSING:
             raise ConfigError(f"solver {target}'s tune block names {name}, which is not one of its parameters.")
-        if not isinstance(spec, dict) or not ("choices" in spec or {"low", "high"} <= set(spec)):
-            raise ConfigError(f"tune.{name} of solver {target} must be {{low: a, high: b[, log: true][, type: int]}} "
-                              "or {choices: [...]}.")
+        if not isinstance(spec, dict) or not ("choices" in spec or {"low", "high"} <= set(spec)) or \
+                not set(spec.get("limits") or ()) <= {"low", "high"}:
+            raise ConfigError(f"tune.{name} of solver {target} must be {{low: a, high: b[, log: true][, type: int]"
+                              "[, limits: [low, high]]} or {choices: [...]}.")
         out[name] = spec
     if not out:
         raise ConfigError(f"solver {target}'s tune block declares only null entries; give it one range.")
@@ -156,39 +160,53 @@ def tune_one(base: list[str], solver: str, task: str, trials: int, seed: int = 0
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(1, trials // 2))
     study = optuna.create_study(direction=direction, sampler=sampler)
     study.optimize(objective, n_trials=trials)
-    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and math.isfinite(t.value)]
-    if not done:
+    # the defaults are one more candidate, outside the TPE history (so the trials are those of the budget alone)
+    defaults = {k: OmegaConf.select(cfg.solver, k) for k in params}
+    drawn = next((i for i, r in enumerate(rows) if all(r[k] == v for k, v in defaults.items())), None)
+    if drawn is None:
+        summary = run_cell(compose([*cell, *fixed]))
+        rows.append({**defaults, column: float(summary.get(column, float("nan"))), "nfe": summary.get("nfe"),
+                     "split": summary.get("split"), "n_images": summary.get("n_ok"), "trial": "defaults"})
+    finite = [r for r in rows if math.isfinite(r[column])]
+    if not finite:
         raise ConfigError(f"every --tune trial of {solver} on {task} diverged; narrow its tune ranges.")
-    best = study.best_trial
+    pick = (min if direction == "minimize" else max)(finite, key=lambda r: r[column])
+    ref = rows[drawn] if drawn is not None else rows[-1]  # the defaults' row
+    kept = ref[column] == pick[column]  # the defaults are (one of) the best: keep them
+    chosen = ref if kept else pick
+    best_params, best_value = {k: chosen[k] for k in params}, chosen[column]
     name = f"{world}_{task}_{solver}"
     n_img = rows[0]["n_images"]
     extra = [o for o in base if o.startswith(("solver.", "++solver."))]
     head = (f"tuned on validation, {trials} trials: {world} {val[0].split('=')[1]} split, {n_img} images, {column} "
-            f"({direction}), Optuna TPE seed {seed}")
+            f"({direction}), Optuna TPE seed {seed}, the defaults scored too")
     import yaml
 
     lines = ["# @package _global_", f"# {solver} on {task}, world {world}: {head}.",
              f"# Use after the same choices: python run.py {' '.join(o for o in base if not o.startswith(('solver.', 'dataset.', 'metrics.')))} "
-             f"solver={solver} task={task} +tuned={name}", f"# Tuning command: {command or '(python API)'}"]
+             f"solver={solver} task={task} +tuned={name}", f"# Tuning command: {command or '(python API)'}",
+             f"# Chosen: {'the defaults' if kept else 'trial ' + str(rows.index(pick))} ({column} {best_value:.4g})"]
     # the command line's solver.* values (typed as YAML reads them), then the best trial's (floats to 6 digits)
     values = {o.partition("=")[0].split("solver.", 1)[1]: yaml.safe_load(o.partition("=")[2]) for o in extra}
-    values = {k: v for k, v in values.items() if k not in best.params}
-    values.update({k: float(f"{v:.6g}") if isinstance(v, float) else v for k, v in best.params.items()})
+    values = {k: v for k, v in values.items() if k not in best_params}
+    values.update({k: float(f"{v:.6g}") if isinstance(v, float) else v for k, v in best_params.items()})
     lines += yaml.safe_dump({"solver": nest(values)}, sort_keys=False, default_flow_style=False).splitlines()
     Path(conf_dir).mkdir(parents=True, exist_ok=True)
     (Path(conf_dir) / f"{name}.yaml").write_text("\n".join(lines) + "\n")
     cols = [*params, column, "nfe", "split", "n_images"]
     table = [f"# Tuning {solver} on {task} ({world})", "", f"{head}. Command: `{command or '(python API)'}`", "",
-             f"Ranges: {', '.join(f'{k} {v}' for k, v in params.items())}. Best trial: "
-             f"{', '.join(f'{k}={_fmt(v)}' for k, v in best.params.items())} ({column} {best.value:.4g}); "
+             f"Ranges: {', '.join(f'{k} {v}' for k, v in params.items())}. "
+             f"{'Kept: the defaults' if kept else 'Best trial'} "
+             f"{', '.join(f'{k}={_fmt(v)}' for k, v in best_params.items())} ({column} {best_value:.4g}); "
              f"written to {conf_dir}/{name}.yaml.", "",
              "| trial | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 1)]
     for i, r in enumerate(rows):
-        table.append(f"| {i}{' (best)' if i == best.number else ''} | " + " | ".join(_fmt(r.get(c)) for c in cols) + " |")
+        label = r.get("trial", f"{i} (= defaults)" if i == drawn else i)
+        table.append(f"| {label}{' (chosen)' if r is chosen else ''} | " + " | ".join(_fmt(r.get(c)) for c in cols) + " |")
     Path(table_dir).mkdir(parents=True, exist_ok=True)
     (Path(table_dir) / f"{name}.md").write_text("\n".join(table) + "\n")
     return {"name": name, "world": world, "solver": solver, "task": task, "trials": len(study.trials),
-            "best": dict(best.params), "value": best.value, "metric": column, "rows": rows}
+            "best": dict(best_params), "value": best_value, "metric": column, "rows": rows, "kept_defaults": kept}
 
 
 def tune(overrides: list[str], trials: int, seed: int = 0, metric: str | None = None, conf_dir: str = "conf/tuned",
@@ -233,17 +251,21 @@ def tuned_files(world: str, conf_dir: str = "conf/tuned") -> list[dict]:
         command = next((ln.split(": ", 1)[1] for ln in lines if ln.startswith("# Tuning command: ")), "")
         out.append({"file": f, "solver": m.group(1), "task": m.group(2), "trials": int(m.group(4)),
                     "budget": m.group(5), "command": command,
+                    "kept": any(ln.startswith("# Chosen: the defaults") for ln in lines),
                     "values": flatten(yaml_safe("\n".join(lines))["solver"])})
     return out
 
 
 def at_edge(value, spec: dict, frac: float = 0.05) -> bool:
-    """Whether a tuned numeric value lies within `frac` of its range's width from either end."""
+    """Whether a tuned numeric value lies within `frac` of its range's width from an end that is not one of the
+    parameter's own bounds (`limits: [low, high]` in its spec: eta of DDRM lives in [0, 1], an optimum at 1 is not
+    outside the range)."""
     if "choices" in spec or not isinstance(value, (int, float)):
         return False
     f = math.log if spec.get("log") else (lambda v: v)
     lo, hi, v = f(float(spec["low"])), f(float(spec["high"])), f(float(value))
-    return min(v - lo, hi - v) <= frac * (hi - lo)
+    limits = set(spec.get("limits") or ())
+    return any(end not in limits and d <= frac * (hi - lo) for end, d in (("low", v - lo), ("high", hi - v)))
 
 
 def compare(world: str, out: str, conf_dir: str = "conf/tuned", table_dir: str = "results/tuning",
@@ -274,7 +296,8 @@ def compare(world: str, out: str, conf_dir: str = "conf/tuned", table_dir: str =
         fixed = [f"solver.{k}={v}" for k, v in values.items() if k not in tuned_keys]
         best = [f"solver.{k}={v}" for k, v in values.items() if k in tuned_keys]
         scores = []
-        for label, over in (("official defaults", fixed), (f"tuned on validation, {f['trials']} trials", [*fixed, *best])):
+        tuned = f"tuned on validation, {f['trials']} trials" + (" (defaults kept)" if f["kept"] else "")
+        for label, over in (("official defaults", fixed), (tuned, [*fixed, *best])):
             row = run_cell(compose([*base, f"task={task}", f"solver={solver}", *over]))
             scores.append(float(row.get(column, float("nan"))))
             by_task.setdefault(task, []).append([solver, label, " ".join(over) or "—",

@@ -75,7 +75,8 @@ def test_tiny_gmm_tune_end_to_end_equal_budget_round_trip_and_no_test_ids(tmp_pa
     for r in out:
         assert all(row["split"] == "val" and row["n_images"] == 2 for row in r["rows"])
         text = (tmp_path / "tables" / f"{r['name']}.md").read_text()
-        assert text.count("\n| ") == 1 + 3 and "tuned on validation, 3 trials" in text
+        # header, 3 trials, the defaults' row
+        assert text.count("\n| ") == 1 + 3 + 1 and "tuned on validation, 3 trials" in text and "\n| defaults" in text
         tuned = yaml.safe_load((tmp_path / "tuned" / f"{r['name']}.yaml").read_text())
         assert tuned["solver"]["steps"] == 5
         for k, v in r["best"].items():
@@ -178,7 +179,8 @@ def test_tuning_a_nested_parameter_writes_a_nested_config_that_round_trips(tmp_p
     assert set(out[0]["best"]) == {"dsg.rate"}
     assert tuned["solver"] == {"steps": 4, "dsg": {"interval": 2, "rate": pytest.approx(out[0]["best"]["dsg.rate"],
                                                                                          rel=1e-5)}}
-    assert len({r["dsg.rate"] for r in out[0]["rows"]}) == 2  # the trials really varied the nested value
+    rates = [r["dsg.rate"] for r in out[0]["rows"]]
+    assert len(set(rates[:2])) == 2 and rates[2] == 0.2  # the trials varied the nested value; then the default
 
 
 def test_latent_priors_are_their_own_worlds_with_the_dataset_validation_split():
@@ -253,7 +255,8 @@ def test_a_diverged_trial_counts_as_the_worst_value_and_all_diverged_is_one_sent
     monkeypatch.setattr(harness.runner, "run_cell", fake)
     out = tune([*GMM, "solver=ddrm", "task=sr4"], 8, conf_dir=str(tmp_path / "c"), table_dir=str(tmp_path / "t"),
                root=str(tmp_path / "r"))[0]
-    assert len(calls) == 8 and any(e >= 0.5 for e in calls)  # the budget is spent, diverged trials included
+    # the budget is spent, diverged trials included, and the defaults (eta 0.85: diverged here) scored once more
+    assert len(calls) == 9 and any(e >= 0.5 for e in calls[:8]) and calls[8] == 0.85
     assert out["best"]["eta"] == min(e for e in calls if e < 0.5) and math.isfinite(out["value"])
     assert "| nan |" in (tmp_path / "t" / "gmm_sr4_ddrm.md").read_text()  # shown as diverged, not hidden
     monkeypatch.setattr(harness.runner, "run_cell", lambda cfg: {"sw2": float("nan"), "split": "val", "n_ok": 2})
@@ -262,8 +265,51 @@ def test_a_diverged_trial_counts_as_the_worst_value_and_all_diverged_is_one_sent
              root=str(tmp_path / "r2"))
 
 
+def test_the_defaults_are_one_more_candidate_kept_when_no_trial_beats_them(tmp_path, monkeypatch):
+    """The defaults are scored after the TPE trials (outside their history) and kept on a tie or a win, so
+    tuning never writes values that score worse on validation than the shipped ones; a draw equal to the
+    defaults is not run twice."""
+    import harness.runner
+    from harness.tune import tune, tuned_files
+
+    calls = []
+
+    def fake(cfg):  # sw2 = |eta - 0.85|: the defaults (eta 0.85) are the optimum
+        calls.append(float(cfg.solver.eta))
+        return {"sw2": abs(float(cfg.solver.eta) - 0.85), "nfe": 1, "split": "val", "n_ok": 2}
+
+    monkeypatch.setattr(harness.runner, "run_cell", fake)
+    kw = dict(conf_dir=str(tmp_path / "c"), table_dir=str(tmp_path / "t"), root=str(tmp_path / "r"))
+    out = tune([*GMM, "solver=ddrm", "task=sr4"], 4, **kw)[0]
+    assert len(calls) == 5 and calls[-1] == 0.85 and 0.85 not in calls[:4]
+    assert out["kept_defaults"] and out["best"] == {"eta": 0.85} and out["value"] == 0
+    text = (tmp_path / "t" / "gmm_sr4_ddrm.md").read_text()
+    assert "| defaults (chosen) | 0.85 | 0 |" in text and "Kept: the defaults eta=0.85" in text
+    (f,) = tuned_files("gmm", kw["conf_dir"])
+    assert f["kept"] and f["values"]["eta"] == 0.85 and "the defaults scored too" in f["budget"]
+    # a trial that beats the defaults is chosen; the defaults' row is still in the table
+    calls.clear()
+    monkeypatch.setattr(harness.runner, "run_cell", lambda cfg: (calls.append(float(cfg.solver.eta)), {
+        "sw2": float(cfg.solver.eta), "nfe": 1, "split": "val", "n_ok": 2})[1])
+    out = tune([*GMM, "solver=ddrm", "task=sr4"], 4, **kw)[0]
+    assert not out["kept_defaults"] and out["best"]["eta"] == min(calls) < 0.85
+    assert "| defaults | 0.85 |" in (tmp_path / "t" / "gmm_sr4_ddrm.md").read_text()
+    assert not tuned_files("gmm", kw["conf_dir"])[0]["kept"]
+    # a draw equal to the defaults (a one-choice space) is not run again
+    calls.clear()
+    monkeypatch.setattr("harness.tune.space", lambda solver_cfg: {"eta": {"choices": [0.85]}})
+    out = tune([*GMM, "solver=ddrm", "task=sr4"], 2, **kw)[0]
+    assert calls == [0.85, 0.85] and out["kept_defaults"]  # the two trials only, no third run
+    assert "| 0 (= defaults) (chosen) |" in (tmp_path / "t" / "gmm_sr4_ddrm.md").read_text()
+
+
 def test_edge_of_range_detection():
     from harness.tune import at_edge
+
+    # an end that is the parameter's own bound (limits) is not flagged; the other end still is
+    assert not at_edge(0.99, {"low": 0.0, "high": 1.0, "limits": ["low", "high"]})
+    assert not at_edge(1.0, {"low": 0.01, "high": 1.0, "log": True, "limits": ["high"]})
+    assert at_edge(0.0101, {"low": 0.01, "high": 1.0, "log": True, "limits": ["high"]})
 
     assert at_edge(4.9, {"low": 0.1, "high": 5.0, "log": True}) and not at_edge(1.0, {"low": 0.1, "high": 5.0, "log": True})
     assert at_edge(0.02, {"low": 0.0, "high": 1.0}) and not at_edge(0.5, {"low": 0.0, "high": 1.0})
