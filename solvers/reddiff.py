@@ -23,7 +23,7 @@ import math
 import torch
 
 from solvers.base import Solver
-from solvers.common import safe_div, svd_coefficients, timesteps
+from solvers.common import loss_grad, safe_div, svd_coefficients, timesteps
 from core.errors import ConfigError
 from core.rng import randn
 
@@ -70,7 +70,6 @@ class REDDiff(Solver):
     def solve(self, prior, task, y, gens, cond=None):
         with torch.no_grad():
             mu = self._init(prior, task, y, gens).detach().clone()
-        mu.requires_grad_(True)
         opt = torch.optim.Adam([mu], lr=self.lr, betas=(0.9, 0.99), weight_decay=0.0)
         n = math.prod(prior.state_shape)
         for t in timesteps(prior.T, self.steps, self.spacing):
@@ -78,14 +77,13 @@ class REDDiff(Solver):
             noise = randn(gens, prior.state_shape, dtype=mu.dtype, device=mu.device)
             with torch.no_grad():
                 eps = prior.eps(a.sqrt() * mu + (1 - a).sqrt() * noise, t, cond)
-            with torch.enable_grad():
-                r = (y - task.A(prior.decode(mu))).flatten(1)
-                loss_obs = 0.5 * r.square().mean(1)
-                loss_noise = ((eps - noise) * mu).flatten(1).sum(1) / n
-                w = self.lam * snr_weight(self.weighting, prior.sigma(t, mu)).reshape(-1)
-                loss = (w * loss_noise + self.obs_weight * loss_obs).sum()
+            w = self.lam * snr_weight(self.weighting, prior.sigma(t, mu)).reshape(-1)
+
+            def loss(m):  # per sample: λ_t·⟨ε̂ − ε, μ⟩/n (the score term, ε̂ held fixed) + ½‖y − A(D(μ))‖²/m
+                loss_obs = 0.5 * (y - task.A(prior.decode(m))).flatten(1).square().mean(1)
+                return w * ((eps - noise) * m).flatten(1).sum(1) / n + self.obs_weight * loss_obs
+
             x0_pred = mu.detach().clone()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
+            mu.grad = loss_grad(loss, mu)
             opt.step()
         return prior.decode(x0_pred)

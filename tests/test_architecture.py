@@ -142,3 +142,20 @@ def test_a_nested_solvers_run_time_error_names_the_key_path_a_user_types(make_cf
                    "solver.restore.inner=1", "solver.edit.steps=4", "dataset.n=1", world=None)
     with pytest.raises(ConfigError, match=r"set solver\.restore\.steps\."):
         run_cell(cfg)
+
+
+def test_solvers_take_gradients_one_way():
+    """Every solver's gradient goes through solvers/common.py (loss_grad / guided_prediction): no solver file
+    calls .backward() or torch.autograd.grad itself."""
+    import ast
+    from pathlib import Path
+
+    found = []
+    for f in sorted(Path(__file__).resolve().parents[1].glob("solvers/*.py")):
+        if f.name == "common.py":
+            continue
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in ("backward", "grad") and \
+                    (node.attr == "backward" or ast.unparse(node.value).endswith("autograd")):
+                found.append(f"{f.name}:{node.lineno} {ast.unparse(node)}")
+    assert not found, found
