@@ -294,17 +294,26 @@ def _cell_view(cfg: DictConfig) -> DictConfig:
 
 COST = ("sec_per_sample", "metric_sec_per_sample", "peak_mem_mb", "peak_rss_mb")  # with the prior's Cost fields
 PER_IMAGE_TEXT = ("image_id", "measurement_key", "timestamp", "status")  # never carried into the summary
+# protocol columns outside the cell identity that say how the images were computed (code, library, hardware):
+# a resumed or sharded cell's summary carries its images' own values, not the finishing call's
+PROVENANCE = ("git_commit", "torch", "device", "batch_size", "compile", "channels_last", "tf32")
 
 
 def summarize(df: pd.DataFrame, protocol: dict, cost: tuple) -> dict:
     """The summary of a cell's rows: protocol values carried; metrics averaged over the images that did
     not diverge (with their spread over images); cost columns (`cost`) averaged over every image, since
-    the compute ran for the diverged ones too; other text columns carried only where every image agrees."""
+    the compute ran for the diverged ones too; other text columns carried only where every image agrees.
+    PROVENANCE columns are the images' own: one value, or the distinct values in order of first appearance
+    joined by "; " (a cell resumed at another commit, or sharded over devices, says so)."""
     import pandas as pd
 
     ok = df[df["status"] == "ok"] if len(df) else df
     out = {**protocol, "n_images": len(df), "n_ok": len(ok), "n_diverged": int((df["status"] == "diverged").sum())
            if len(df) else 0, "image_ids": f"{df['image_id'].iloc[0]}..{df['image_id'].iloc[-1]}" if len(df) else ""}
+    for c in PROVENANCE:
+        if c in protocol and c in df.columns and df[c].notna().all() and len(df):
+            seen = list(dict.fromkeys(df[c].tolist()))
+            out[c] = seen[0] if len(seen) == 1 else "; ".join(str(v) for v in seen)
     for c in df.columns:
         if c in protocol or c in PER_IMAGE_TEXT or c == "best_sample":
             continue

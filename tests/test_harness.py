@@ -68,6 +68,32 @@ def test_resume_after_a_crash_keeps_every_image_exactly_once(make_cfg):
     assert s["n_images"] == 5
 
 
+def test_a_resumed_cell_carries_the_commit_that_computed_its_images(make_cfg, monkeypatch):
+    """git_commit (and the other provenance columns) of a summary are its images' own: a finished cell rerun
+    at a later commit keeps the commit that computed it; a cell resumed at another commit names both."""
+    import harness.runner
+
+    cfg = make_cfg(*FAST, "compute.batch_size=4")  # batches {0,1}, {2,3}, {4}
+    monkeypatch.setattr(harness.runner, "git_commit", lambda: "aaa")
+
+    def crash(k):
+        if k == 0:
+            raise KeyboardInterrupt("killed after the first batch")
+
+    with pytest.raises(KeyboardInterrupt):
+        run_cell(cfg, after_batch=crash)
+    monkeypatch.setattr(harness.runner, "git_commit", lambda: "bbb")
+    s = run_cell(cfg)
+    assert s["git_commit"] == "aaa; bbb" and s["device"] == "cpu" and s["batch_size"] == 4
+    assert list(pd.read_csv(cfg.run.leaderboard)["git_commit"]) == ["aaa; bbb"]
+    monkeypatch.setattr(harness.runner, "git_commit", lambda: "ccc")  # nothing left to compute
+    assert run_cell(cfg)["git_commit"] == "aaa; bbb"
+    full = make_cfg(*FAST, "seed=1")
+    run_cell(full)
+    monkeypatch.setattr(harness.runner, "git_commit", lambda: "ddd")
+    assert run_cell(full)["git_commit"] == "ccc"
+
+
 def test_same_seed_gives_identical_measurements_and_outputs(make_cfg, tmp_path):
     a = make_cfg(*FAST, root=tmp_path / "a")
     b = make_cfg(*FAST, "compute.batch_size=2", root=tmp_path / "b")  # other batches, same results
