@@ -287,6 +287,11 @@ def test_the_defaults_are_one_more_candidate_kept_when_no_trial_beats_them(tmp_p
     assert "| defaults (chosen) | 0.85 | 0 |" in text and "Kept: the defaults eta=0.85" in text
     (f,) = tuned_files("gmm", kw["conf_dir"])
     assert f["kept"] and f["values"]["eta"] == 0.85 and "the defaults scored too" in f["budget"]
+    from harness.tune import compare
+
+    text = compare("gmm", str(tmp_path / "cmp.md"), conf_dir=kw["conf_dir"], root=str(tmp_path / "rt"),
+                   leaderboard=str(tmp_path / "rt" / "lb.csv"))
+    assert "| ddrm | tuned on validation, 4 trials (defaults kept) | solver.eta=0.85 |" in text
     # a trial that beats the defaults is chosen; the defaults' row is still in the table
     calls.clear()
     monkeypatch.setattr(harness.runner, "run_cell", lambda cfg: (calls.append(float(cfg.solver.eta)), {
