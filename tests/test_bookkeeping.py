@@ -1,5 +1,7 @@
-"""The flat leaderboard upsert: a new run with the table's columns is appended as one line, byte for byte
-what the full pandas rewrite writes; a known run or new columns take the full rewrite."""
+"""The leaderboard upsert on a table under records.COMPACT_BELOW (every committed table; the journal is folded
+at once, so the file holds every row): a new run with the table's columns adds one line, byte for byte what
+the full pandas rewrite writes; a known run or new columns take the full rewrite. The journal of larger
+tables: tests/test_journal.py."""
 import math
 import os
 
