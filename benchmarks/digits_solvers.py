@@ -127,18 +127,12 @@ def main():
     if a.solvers is None:
         out.write_text("\n".join(run_table(base, solvers, title, stem, cols, out_dir=str(out.parent))) + "\n")
         return
-    from benchmarks.gmm_solvers import merge_rows
+    from benchmarks.gmm_solvers import merge_rows, refuse_bad_merge
 
     names = set(a.solvers.split(","))
     chosen = [s for s in solvers if s[0] in names or s[1] in names]
-    known = {s[0] for s in solvers} | {s[1] for s in solvers}
     text = out.read_text() if out.exists() else ""
-    bad = sorted(names - known) or [t for t in TASKS if f"## {t}" not in text.split("\n")]
-    if bad:
-        print(f"error: {', '.join(bad)}: --solvers takes names of the table's solvers ({', '.join(sorted(known))}) "
-              f"and merges into an existing {out} with `## <task>` sections; run without --solvers first.",
-              file=sys.stderr)
-        sys.exit(2)
+    refuse_bad_merge(names, {s[0] for s in solvers} | {s[1] for s in solvers}, text, TASKS, out)
     tables: dict = {}
     run_table(base, chosen, [], stem, cols, out_dir=str(out.parent), tables=tables)
     for task, rows in tables.items():

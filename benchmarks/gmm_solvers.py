@@ -41,6 +41,17 @@ BASE = ["dataset=gmm", "model=gmm", "run.num_samples=16", "dataset.n=8", "metric
 COLS = ["sw2", "sw2_floor", "mean_err", "mean_err_floor", "psnr", "nfe", "vjp", "sec_per_sample"]
 
 
+def refuse_bad_merge(names: set, known: set, text: str, tasks: list, out) -> None:
+    """Exit 2 with one sentence, before any compute, when --solvers names a solver the table does not have or
+    the file to merge into lacks a `## <task>` section (both benchmark scripts)."""
+    bad = sorted(names - known) or [t for t in tasks if f"## {t}" not in text.split("\n")]
+    if bad:
+        print(f"error: {', '.join(bad)}: --solvers takes names of the table's solvers ({', '.join(sorted(known))}) "
+              f"and merges into an existing {out} with `## <task>` sections; run without --solvers first.",
+              file=sys.stderr)
+        sys.exit(2)
+
+
 def merge_rows(text: str, section: str, rows: list[list]) -> str:
     """`text` (a markdown file of `## <section>` tables, rows keyed by their first cell) with each of `rows`
     replacing the row of the same key in that section's table; a key the table lacks is appended to it."""
@@ -90,12 +101,9 @@ def main(argv=None):
              "sw2 / mean_err against the exact posterior; *_floor is what exact samples score at the same N.", ""]
     merge = names is not None and Path(a.out).exists()
     text = Path(a.out).read_text() if merge else ""
-    bad = sorted((names or set()) - {s[0] for s in SOLVERS} - {s[1] for s in SOLVERS}) or \
-        [t for t in a.tasks.split(",") if merge and f"## {t}" not in text.split("\n")]
-    if bad:
-        print(f"error: {', '.join(bad)}: --solvers takes names of SOLVERS ({', '.join(s[1] for s in SOLVERS)}) and, "
-              f"merging into {a.out}, --tasks its `## <task>` sections.", file=sys.stderr)
-        sys.exit(2)
+    if names is not None:
+        refuse_bad_merge(names, {s[0] for s in SOLVERS} | {s[1] for s in SOLVERS}, text,
+                         a.tasks.split(",") if merge else [], a.out)
     for task in a.tasks.split(","):
         rows = []
         for name, conf, extra in chosen:

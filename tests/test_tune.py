@@ -319,3 +319,24 @@ def test_edge_of_range_detection():
     assert at_edge(4.9, {"low": 0.1, "high": 5.0, "log": True}) and not at_edge(1.0, {"low": 0.1, "high": 5.0, "log": True})
     assert at_edge(0.02, {"low": 0.0, "high": 1.0}) and not at_edge(0.5, {"low": 0.0, "high": 1.0})
     assert not at_edge("auto", {"choices": ["auto", "decoder"]})
+
+
+@pytest.mark.parametrize("script", ["gmm_solvers", "digits_solvers"])
+def test_benchmark_merge_refuses_unknown_solvers_and_missing_sections_before_compute(tmp_path, script):
+    """--solvers names a solver the table lacks, or the file to merge into lacks a task's section: exit 2,
+    one sentence, the file untouched (both scripts share benchmarks.gmm_solvers.refuse_bad_merge)."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "t.md"
+    out.write_text("# T\n\n## inpaint_box\n\n| solver | a |\n|---|---|\n| dps | 1 |\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    for solvers, word in (("nope", "nope"), ("dps", "sr4")):
+        p = subprocess.run([sys.executable, f"benchmarks/{script}.py", "--solvers", solvers, "--out", str(out),
+                            "--root", str(tmp_path / "runs")], cwd=root, env=env, capture_output=True, text=True,
+                           timeout=120)
+        assert p.returncode == 2 and p.stderr.startswith(f"error: {word}") and p.stderr.count("\n") == 1, p.stderr
+        assert "run without --solvers first" in p.stderr
+    assert out.read_text().endswith("| dps | 1 |\n") and not (tmp_path / "runs").exists()
