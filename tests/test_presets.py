@@ -42,6 +42,15 @@ def test_the_dps_preset_without_paths_is_one_sentence_and_exit_2(tmp_path):
     assert not (tmp_path / "runs").exists() and not (tmp_path / "lb.csv").exists()
 
 
+def stand_in_cell(preset, model_path, images, tmp_path, *extra):
+    """The composed preset on stand-in paths, writing under tmp_path, on 2 images with the stand-in LPIPS
+    backbone and FID features (no weights here), on the CPU."""
+    return compose([f"+experiment={preset}", f"model.path={model_path}", f"dataset.root={images}",
+                    f"run.root={tmp_path}/runs", f"run.leaderboard={tmp_path}/lb.csv", f"run.cache={tmp_path}/cache",
+                    "run.progress=false", "dataset.n=2", "metrics.lpips_random_backbone=true",
+                    "metrics.fid_features=tests.tiny_features:features", "compute=cpu", *extra])
+
+
 @pytest.fixture(scope="module")
 def stand_in(tmp_path_factory):
     """A tiny random-weight ADM-shaped pipeline at 256 px (learn_sigma) and a folder of 256-px PNGs."""
@@ -77,9 +86,7 @@ def test_the_dps_preset_runs_the_pinned_protocol_on_stand_in_paths(stand_in, tmp
     assert list(cfg.dataset.id_range) == [0, 1000] and cfg.names["model"] == "adm_ffhq256"
     assert list(cfg.metrics.lpips) == ["vgg"] and list(cfg.metrics.set) == ["fid", "kid"] and cfg.run.num_samples == 1
     # CPU budget: 2 steps on 2 images, random LPIPS backbone and tiny FID features (no weights here)
-    cfg = compose(["+experiment=dps_ffhq_sr4", *paths, "solver.steps=2", "dataset.n=2",
-                   "metrics.lpips_random_backbone=true", "metrics.fid_features=tests.tiny_features:features",
-                   "compute=cpu"])
+    cfg = stand_in_cell("dps_ffhq_sr4", stand_in / "adm", stand_in / "ffhq", tmp_path, "solver.steps=2")
     summary = run_cell(cfg)
     assert summary["n_ok"] == 2
     rows = pd.read_csv(tmp_path / "lb.csv")
@@ -154,10 +161,7 @@ def test_the_stsl_preset_runs_its_pinned_protocol_on_stand_in_paths(stand_in, ti
     import pandas as pd
 
     from harness.runner import run_cell
-    cfg = compose(["+experiment=stsl_ffhq_sr4", f"model.path={tiny_sd}", f"dataset.root={stand_in / 'ffhq'}",
-                   f"run.root={tmp_path}/runs", f"run.leaderboard={tmp_path}/lb.csv", f"run.cache={tmp_path}/cache",
-                   "run.progress=false", "dataset.n=2", "metrics.lpips_random_backbone=true",
-                   "metrics.fid_features=tests.tiny_features:features", "compute=cpu"])
+    cfg = stand_in_cell("stsl_ffhq_sr4", tiny_sd, stand_in / "ffhq", tmp_path)
     summary = run_cell(cfg)
     assert summary["n_ok"] == 2 and summary["n_diverged"] == 0
     row = pd.read_csv(tmp_path / "lb.csv").iloc[-1].to_dict()
@@ -204,10 +208,7 @@ def test_the_resample_preset_runs_its_pinned_protocol_on_stand_in_paths(stand_in
     import pandas as pd
 
     from harness.runner import run_cell
-    cfg = compose(["+experiment=resample_ffhq_sr4", f"model.path={tiny_ldm}", f"dataset.root={stand_in / 'ffhq'}",
-                   f"run.root={tmp_path}/runs", f"run.leaderboard={tmp_path}/lb.csv", f"run.cache={tmp_path}/cache",
-                   "run.progress=false", "dataset.n=2", "solver.steps=20", "metrics.lpips_random_backbone=true",
-                   "metrics.fid_features=tests.tiny_features:features", "compute=cpu"])
+    cfg = stand_in_cell("resample_ffhq_sr4", tiny_ldm, stand_in / "ffhq", tmp_path, "solver.steps=20")
     summary = run_cell(cfg)
     assert summary["n_ok"] == 2 and summary["n_diverged"] == 0
     row = pd.read_csv(tmp_path / "lb.csv").iloc[-1].to_dict()
@@ -292,10 +293,7 @@ def test_the_latent_daps_preset_pins_the_official_ldm_protocol_and_runs(stand_in
     assert (sv.mcmc, sv.momentum, sv.grad_clamp, sv.sigma_max, sv.sigma_min, sv.ode_sigma_min) == ("hmc", 0.86, 1.0, 10.0, 0.1, 1e-3)
     assert (c.task.factor, c.task.kernel, c.task.noise.sigma) == (4, "matlab", 0.05) and c.names["model"] == "ldm_ffhq256"
     assert c.names["dataset"] == "ffhq_daps100" and list(c.dataset.id_range) == [0, 100] and c.model.quantize is True
-    cfg = compose(["+experiment=latent_daps_ffhq_sr4", f"model.path={tiny_ldm}", f"dataset.root={stand_in / 'ffhq'}",
-                   f"run.root={tmp_path}/runs", f"run.leaderboard={tmp_path}/lb.csv", f"run.cache={tmp_path}/cache",
-                   "run.progress=false", "dataset.n=2", "solver.annealing_steps=3", "metrics.lpips_random_backbone=true",
-                   "metrics.fid_features=tests.tiny_features:features", "compute=cpu"])
+    cfg = stand_in_cell("latent_daps_ffhq_sr4", tiny_ldm, stand_in / "ffhq", tmp_path, "solver.annealing_steps=3")
     summary = run_cell(cfg)
     assert summary["n_ok"] == 2 and summary["n_diverged"] == 0
     row = pd.read_csv(tmp_path / "lb.csv").iloc[-1].to_dict()
