@@ -146,12 +146,15 @@ def tune_one(base: list[str], solver: str, task: str, trials: int, seed: int = 0
     fixed = [*val, f"run.root={root}", f"run.leaderboard={root}/leaderboard.csv", "run.progress=false"]
     rows = []
 
+    def scored(values: dict, summary: dict, **label) -> float:  # one row of the trials table; the score
+        value = float(summary.get(column, float("nan")))
+        rows.append({**values, column: value, **{k: summary.get(k) for k in ("nfe", "split", "n_images", "n_ok")},
+                     **label})
+        return value
+
     def objective(trial):
         values = {k: suggest(trial, k, spec) for k, spec in params.items()}
-        summary = run_cell(compose([*cell, *fixed, *(f"solver.{k}={v}" for k, v in values.items())]))
-        value = float(summary.get(column, float("nan")))
-        rows.append({**values, column: value, "nfe": summary.get("nfe"), "split": summary.get("split"),
-                     "n_images": summary.get("n_ok")})
+        value = scored(values, run_cell(compose([*cell, *fixed, *(f"solver.{k}={v}" for k, v in values.items())])))
         # a diverged trial (NaN/inf score) counts as the worst possible value: the sampler learns to avoid its
         # region (a failed trial would be ignored by TPE, which then keeps drawing there); the table shows nan
         return value if math.isfinite(value) else (math.inf if direction == "minimize" else -math.inf)
@@ -164,9 +167,7 @@ def tune_one(base: list[str], solver: str, task: str, trials: int, seed: int = 0
     defaults = {k: OmegaConf.select(cfg.solver, k) for k in params}
     drawn = next((i for i, r in enumerate(rows) if all(r[k] == v for k, v in defaults.items())), None)
     if drawn is None:
-        summary = run_cell(compose([*cell, *fixed]))
-        rows.append({**defaults, column: float(summary.get(column, float("nan"))), "nfe": summary.get("nfe"),
-                     "split": summary.get("split"), "n_images": summary.get("n_ok"), "trial": "defaults"})
+        scored(defaults, run_cell(compose([*cell, *fixed])), trial="defaults")
     finite = [r for r in rows if math.isfinite(r[column])]
     if not finite:
         raise ConfigError(f"every --tune trial of {solver} on {task} diverged; narrow its tune ranges.")
@@ -193,7 +194,7 @@ def tune_one(base: list[str], solver: str, task: str, trials: int, seed: int = 0
     lines += yaml.safe_dump({"solver": nest(values)}, sort_keys=False, default_flow_style=False).splitlines()
     Path(conf_dir).mkdir(parents=True, exist_ok=True)
     (Path(conf_dir) / f"{name}.yaml").write_text("\n".join(lines) + "\n")
-    cols = [*params, column, "nfe", "split", "n_images"]
+    cols = [*params, column, "nfe", "split", "n_images", "n_ok"]
     table = [f"# Tuning {solver} on {task} ({world})", "", f"{head}. Command: `{command or '(python API)'}`", "",
              f"Ranges: {', '.join(f'{k} {v}' for k, v in params.items())}. "
              f"{'Kept: the defaults' if kept else 'Best trial'} "

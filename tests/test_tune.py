@@ -73,7 +73,7 @@ def test_tiny_gmm_tune_end_to_end_equal_budget_round_trip_and_no_test_ids(tmp_pa
     assert [r["trials"] for r in out] == [3, 3]  # the same budget for every solver
     assert seen and {s for s, _ in seen} == {"val"}  # tuning never reads a test draw
     for r in out:
-        assert all(row["split"] == "val" and row["n_images"] == 2 for row in r["rows"])
+        assert all(row["split"] == "val" and row["n_images"] == 2 == row["n_ok"] for row in r["rows"])
         text = (tmp_path / "tables" / f"{r['name']}.md").read_text()
         # header, 3 trials, the defaults' row
         assert text.count("\n| ") == 1 + 3 + 1 and "tuned on validation, 3 trials" in text and "\n| defaults" in text
@@ -250,7 +250,8 @@ def test_a_diverged_trial_counts_as_the_worst_value_and_all_diverged_is_one_sent
     def fake(cfg):  # sw2 = eta below 0.5, a diverged (NaN) run above
         eta = float(cfg.solver.eta)
         calls.append(eta)
-        return {"sw2": eta if eta < 0.5 else float("nan"), "nfe": 1, "split": "val", "n_ok": 2}
+        return {"sw2": eta if eta < 0.5 else float("nan"), "nfe": 1, "split": "val", "n_images": 2,
+                "n_ok": 2 if eta < 0.5 else 0}
 
     monkeypatch.setattr(harness.runner, "run_cell", fake)
     out = tune([*GMM, "solver=ddrm", "task=sr4"], 8, conf_dir=str(tmp_path / "c"), table_dir=str(tmp_path / "t"),
@@ -258,8 +259,10 @@ def test_a_diverged_trial_counts_as_the_worst_value_and_all_diverged_is_one_sent
     # the budget is spent, diverged trials included, and the defaults (eta 0.85: diverged here) scored once more
     assert len(calls) == 9 and any(e >= 0.5 for e in calls[:8]) and calls[8] == 0.85
     assert out["best"]["eta"] == min(e for e in calls if e < 0.5) and math.isfinite(out["value"])
-    assert "| nan |" in (tmp_path / "t" / "gmm_sr4_ddrm.md").read_text()  # shown as diverged, not hidden
-    monkeypatch.setattr(harness.runner, "run_cell", lambda cfg: {"sw2": float("nan"), "split": "val", "n_ok": 2})
+    text = (tmp_path / "t" / "gmm_sr4_ddrm.md").read_text()
+    assert "| nan |" in text and "| val | 2 | 0 |" in text  # shown as diverged (0 of 2 images ok), not hidden
+    assert "gmm val split, 2 images" in text  # the split's size, whichever trial came first
+    monkeypatch.setattr(harness.runner, "run_cell", lambda cfg: {"sw2": float("nan"), "split": "val", "n_images": 2, "n_ok": 2})
     with pytest.raises(ConfigError, match="every --tune trial of ddrm on sr4 diverged"):
         tune([*GMM, "solver=ddrm", "task=sr4"], 2, conf_dir=str(tmp_path / "c2"), table_dir=str(tmp_path / "t2"),
              root=str(tmp_path / "r2"))
@@ -276,7 +279,7 @@ def test_the_defaults_are_one_more_candidate_kept_when_no_trial_beats_them(tmp_p
 
     def fake(cfg):  # sw2 = |eta - 0.85|: the defaults (eta 0.85) are the optimum
         calls.append(float(cfg.solver.eta))
-        return {"sw2": abs(float(cfg.solver.eta) - 0.85), "nfe": 1, "split": "val", "n_ok": 2}
+        return {"sw2": abs(float(cfg.solver.eta) - 0.85), "nfe": 1, "split": "val", "n_images": 2, "n_ok": 2}
 
     monkeypatch.setattr(harness.runner, "run_cell", fake)
     kw = dict(conf_dir=str(tmp_path / "c"), table_dir=str(tmp_path / "t"), root=str(tmp_path / "r"))
@@ -295,7 +298,7 @@ def test_the_defaults_are_one_more_candidate_kept_when_no_trial_beats_them(tmp_p
     # a trial that beats the defaults is chosen; the defaults' row is still in the table
     calls.clear()
     monkeypatch.setattr(harness.runner, "run_cell", lambda cfg: (calls.append(float(cfg.solver.eta)), {
-        "sw2": float(cfg.solver.eta), "nfe": 1, "split": "val", "n_ok": 2})[1])
+        "sw2": float(cfg.solver.eta), "nfe": 1, "split": "val", "n_images": 2, "n_ok": 2})[1])
     out = tune([*GMM, "solver=ddrm", "task=sr4"], 4, **kw)[0]
     assert not out["kept_defaults"] and out["best"]["eta"] == min(calls) < 0.85
     assert "| defaults | 0.85 |" in (tmp_path / "t" / "gmm_sr4_ddrm.md").read_text()
