@@ -38,23 +38,25 @@ TASKS = ["inpaint_box", "sr4"]
 PIXEL = [("pinv", []), ("ddim", []), ("dps", []), ("dps_dsg", []), ("ddrm", []), ("pigdm", []), ("ddnm", []),
          ("ddnm_plus", []), ("reddiff", []), ("diffpir", []), ("freedom", []), ("mcg", []),
          ("daps", ["solver.annealing_steps=50", "solver.ode_steps=2", "solver.langevin_steps=50"])]
-# (name shown, config, overrides, per-task overrides or None = not run on that task): CPU budgets and step
-# sizes for the 16-px latent world, tuned on 8 images where the SD-512 defaults fail (each says so)
+# (name shown, config, overrides, per-task overrides or None = not run on that task). CPU budgets (step and
+# iteration counts) are fixed here; step sizes are either the configs' defaults or the values tuned on the
+# *validation* digits (`+tuned=digits_latent_<task>_<solver>`: conf/tuned/, results/tuned_digits_latent.md),
+# never chosen on the test digits this table reports.
+def tuned(solver: str, *extra: str) -> dict:
+    return {t: [f"+tuned=digits_latent_{t}_{solver}", *extra] for t in TASKS}
+
+
 LATENT = [("pinv", "pinv", [], {}),
           ("ddim (prior only)", "ddim", [], {}),
-          ("latent DPS (100 steps; scale 0.5, SR: 2)", "dps", ["solver.steps=100"], {"sr4": ["solver.scale=2"]}),
-          ("PSLD (100 steps)", "psld", ["solver.steps=100"], {}),
-          ("ReSample (100 steps)", "resample", ["solver.steps=100", "solver.pixel_iters=200", "solver.latent_iters=50",
-                                                "solver.dps_scale=4", "solver.travel=1"], {}),
-          ("P2L (50 steps)", "p2l", ["solver.steps=50", "solver.prompt_lr=1e-2", "solver.scale=2", "solver.eta=0.5",
-                                     "solver.lam=0.1"], {}),
-          ("STSL (λ 0.1, SR: 1)", "stsl", [], {"inpaint_box": ["solver.lam=0.1"]}),
-          ("STSL-biased (η=0)", "stsl", ["solver.trace_weight=0"], {"inpaint_box": ["solver.lam=0.1"]}),
-          ("Graikos et al. (decoder direction; SR: superres notebook)", "graikos", [],
-           {"inpaint_box": ["solver.direction=decoder"],
-            "sr4": ["solver.n_inner=10", "solver.lr_start=0.1", "solver.lr_end=0.1"]}),
-          ("Graikos et al. (latent-mask direction, inpaint notebook)", "graikos", [], {"sr4": None}),
-          ("LatentDAPS (25×2, 12 HMC)", "latent_daps", ["solver.annealing_steps=25", "solver.mcmc_steps=12"], {})]
+          ("latent DPS (100 steps; tuned)", "dps", [], tuned("dps")),
+          ("PSLD (100 steps; tuned)", "psld", [], tuned("psld")),
+          ("ReSample (100 steps; tuned)", "resample", [], tuned("resample")),
+          ("P2L (50 steps; tuned)", "p2l", [], tuned("p2l")),
+          ("STSL (tuned)", "stsl", [], tuned("stsl")),
+          ("STSL-biased (η=0; STSL's tuned λ)", "stsl", [], tuned("stsl", "solver.trace_weight=0")),
+          ("Graikos et al. (tuned)", "graikos", [], tuned("graikos")),
+          ("Graikos et al. (defaults: direction auto, the latent mask on inpainting)", "graikos", [], {}),
+          ("LatentDAPS (25×2, 12 HMC; tuned)", "latent_daps", [], tuned("latent_daps"))]
 COLS = ["psnr", "ssim", "nfe", "vjp", "decode_vjp", "sec_per_sample"]
 
 
@@ -114,9 +116,10 @@ def main():
                  "σ_y = 0.05 on [-1,1])", "", f"`OMP_NUM_THREADS=1 python benchmarks/digits_solvers.py --latent "
                  f"--images {a.images}` — each cell is `python run.py {' '.join(base[:3])} run.prompt=null "
                  "task=<task> solver=<solver> <overrides>` (unconditional: no class label, like the measurement-only "
-                 "baseline pinv = A⁺y). Budgets and step sizes for this 16-px world are in benchmarks/digits_solvers.py "
-                 "(LATENT). CPU, one thread, 2 cores shared with other jobs when measured; `decode_vjp` = backward "
-                 "passes through the VAE decoder.", ""]
+                 "baseline pinv = A⁺y). CPU budgets are in benchmarks/digits_solvers.py (LATENT); \"tuned\" rows take "
+                 "their step sizes from conf/tuned/digits_latent_<task>_<solver>.yaml (6 trials on 4 validation "
+                 "digits, results/tuned_digits_latent.md), never from these test digits. CPU, one thread, 2 cores "
+                 "shared with other jobs when measured; `decode_vjp` = backward passes through the VAE decoder.", ""]
     else:
         solvers = [(n, n, o, {}) for n, o in PIXEL]
         title = ["# Pixel solvers on the digits world (shipped 1×16×16 DDPM, held-out test digits, σ_y = 0.05 on [-1,1])",
