@@ -343,3 +343,33 @@ def test_benchmark_merge_refuses_unknown_solvers_and_missing_sections_before_com
         assert p.returncode == 2 and p.stderr.startswith(f"error: {word}") and p.stderr.count("\n") == 1, p.stderr
         assert "run without --solvers first" in p.stderr
     assert out.read_text().endswith("| dps | 1 |\n") and not (tmp_path / "runs").exists()
+
+
+def test_the_latent_digits_table_composes_its_tuned_rows_and_takes_no_step_size_by_hand():
+    """benchmarks/digits_solvers.py --latent: every row composes (each +tuned file exists); a row's own overrides
+    are budgets, or a named variant at a declared limit of a range (STSL-biased: trace_weight 0), never a tuned
+    step size chosen by hand (those come from conf/tuned)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks.digits_solvers import LATENT, TASKS
+    from harness.cli import compose
+    from harness.tune import space
+
+    for shown, name, over, per_task in LATENT:
+        for task in TASKS:
+            if per_task.get(task, []) is None:
+                continue
+            extra = [*over, *per_task.get(task, [])]
+            cfg = compose(["dataset=digits", "model=digits_latent", "run.prompt=null", f"task={task}",
+                           f"solver={name}", *extra])
+            if name in ("pinv", "ddim"):
+                continue
+            ranges = space(cfg.solver)
+            for o in extra:
+                key, _, value = o.partition("=")
+                key = key.removeprefix("solver.")
+                if o.startswith("solver.") and key in ranges:  # only a variant at the range's own bound
+                    ends = {float(ranges[key][e]) for e in ranges[key].get("limits", [])}
+                    assert float(value) in ends, (shown, task, o)
+            assert "tuned" not in shown or any(o.startswith("+tuned=") for o in extra), shown
