@@ -428,8 +428,8 @@ Written by `{command}` (benchmarks/claims.py). **Small worlds only**: the exact 
 pixel DDPM and the latent digits world (tiny VAE + latent UNet); no FFHQ/ImageNet/Stable Diffusion checkpoint is on
 this machine, so no claim is tested at the papers' scale, and a verdict says what these worlds show, not whether a
 paper is right at 256/512 px. Every point is one cell at the solver's **configured defaults except the swept budget**
-(`solver.steps`), on the **test split** ({images}); nothing was tuned on these images (the latent-world step sizes
-that results/digits_latent_solvers.md tunes are *not* used here, except one labelled variant). Seeds: 0 only.
+(`solver.steps`), on the **test split** ({images}); nothing was tuned on these images (the step sizes tuned on
+validation in conf/tuned are *not* used here: every series is at its defaults, one labelled variant aside). Seeds: 0 only.
 Times are CPU seconds per reconstruction (`sec_per_sample`, wall time of the batch over its reconstructions, one
 thread, on 2 cores shared with other jobs whose load changed during the runs), so they are noisy, by enough that a
 solver's time is sometimes not monotone in its budget (a read-out on the time axis then inherits that noise; the NFE
