@@ -325,23 +325,28 @@ def test_edge_of_range_detection():
 
 
 @pytest.mark.parametrize("script", ["gmm_solvers", "digits_solvers"])
-def test_benchmark_merge_refuses_unknown_solvers_and_missing_sections_before_compute(tmp_path, script):
+def test_benchmark_merge_refuses_unknown_solvers_and_missing_sections_before_compute(tmp_path, script, monkeypatch,
+                                                                                     capsys):
     """--solvers names a solver the table lacks, or the file to merge into lacks a task's section: exit 2,
-    one sentence, the file untouched (both scripts share benchmarks.gmm_solvers.refuse_bad_merge)."""
-    import os
-    import subprocess
+    one sentence, the file untouched, nothing run (both scripts share benchmarks.gmm_solvers.refuse_bad_merge)."""
+    import importlib
     import sys
 
-    root = Path(__file__).resolve().parents[1]
+    import harness.runner
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    main = importlib.import_module(f"benchmarks.{script}").main
+    monkeypatch.setattr(harness.runner, "run_cell", lambda cfg: pytest.fail("a cell ran"))
     out = tmp_path / "t.md"
     out.write_text("# T\n\n## inpaint_box\n\n| solver | a |\n|---|---|\n| dps | 1 |\n")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     for solvers, word in (("nope", "nope"), ("dps", "sr4")):
-        p = subprocess.run([sys.executable, f"benchmarks/{script}.py", "--solvers", solvers, "--out", str(out),
-                            "--root", str(tmp_path / "runs")], cwd=root, env=env, capture_output=True, text=True,
-                           timeout=120)
-        assert p.returncode == 2 and p.stderr.startswith(f"error: {word}") and p.stderr.count("\n") == 1, p.stderr
-        assert "run without --solvers first" in p.stderr
+        argv = ["--solvers", solvers, "--out", str(out), "--root", str(tmp_path / "runs")]
+        monkeypatch.setattr(sys, "argv", [script, *argv])
+        with pytest.raises(SystemExit) as e:
+            main(argv) if script == "gmm_solvers" else main()
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.startswith(f"error: {word}") and err.count("\n") == 1, err
+        assert "run without --solvers first" in err
     assert out.read_text().endswith("| dps | 1 |\n") and not (tmp_path / "runs").exists()
 
 
