@@ -129,8 +129,8 @@ def claims(tiny: bool, images: dict) -> list[Claim]:
          panel("stsl_latent_sr4", "latent", "sr4", ["nfe"], stsl),
          panel("stsl_exact_sr4", "latent_exact", "sr4", ["nfe"], stsl_exact)],
         {"PSLD": 4.0, "P2L": 8.0},
-        "STSL runs at its configured λ = 1.0 on both tasks; the λ = 0.1 that results/digits_latent_solvers.md uses for "
-        "inpainting was chosen on test images and is not used here. NFE are counted as the harness counts them (STSL: "
+        "STSL runs at its configured λ = 1.0 on both tasks (the λ tuned on validation digits in conf/tuned, which "
+        "results/digits_latent_solvers.md uses, is not used here). NFE are counted as the harness counts them (STSL: "
         "11 per step, the probe pair counted as 2; the paper's Table 2 counts 5 per step). On the exact latent world "
         "PSLD's grid includes its default 1000 steps."))
     # 2. Graikos et al. vs PSLD and latent DPS ----------------------------------------------------------
