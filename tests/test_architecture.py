@@ -155,7 +155,7 @@ def test_solvers_take_gradients_one_way():
         if f.name == "common.py":
             continue
         for node in ast.walk(ast.parse(f.read_text())):
-            if isinstance(node, ast.Attribute) and node.attr in ("backward", "grad") and \
-                    (node.attr == "backward" or ast.unparse(node.value).endswith("autograd")):
+            if isinstance(node, ast.Attribute) and (node.attr == "backward" or (
+                    node.attr == "grad" and ast.unparse(node.value).endswith("autograd"))):
                 found.append(f"{f.name}:{node.lineno} {ast.unparse(node)}")
     assert not found, found
